@@ -1,0 +1,1 @@
+"""Inference: sliding-window and whole-image prediction, the user-facing Segmenter, video."""

@@ -1,0 +1,5 @@
+"""Text side: class vocabularies with synonyms, prompt templates, cached text embeddings."""
+
+from vocaseg.text.vocab import Vocabulary
+
+__all__ = ["Vocabulary"]

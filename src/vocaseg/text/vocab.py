@@ -1,0 +1,98 @@
+"""Class vocabularies: what the user names, parsed into classes with synonyms.
+
+Syntax (command line and files alike): classes are separated by commas (or one per line in a
+file), synonyms of one class by semicolons. ``"cat, sofa; couch, floor"`` is three classes; the
+second has two names. The first name of a class is its display name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from vocaseg.errors import VocabularyError
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """K classes, each with one or more names; optionally which classes are "seen" in training."""
+
+    classes: tuple[tuple[str, ...], ...]
+    seen: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.classes:
+            raise VocabularyError("the vocabulary is empty; name at least one class")
+        seen_names: dict[str, int] = {}
+        for index, names in enumerate(self.classes):
+            if not names or any(not n.strip() for n in names):
+                raise VocabularyError(
+                    f"class {index + 1} has an empty name; remove stray separators"
+                )
+            for name in names:
+                key = name.strip().lower()
+                if key in seen_names:
+                    raise VocabularyError(
+                        f"the name {name!r} appears twice (classes {seen_names[key] + 1} and "
+                        f"{index + 1}); give each class distinct names"
+                    )
+                seen_names[key] = index
+        if self.seen is not None and any(not 0 <= i < len(self.classes) for i in self.seen):
+            raise VocabularyError(
+                f"seen class ids {self.seen} fall outside 0..{len(self.classes) - 1}"
+            )
+
+    @classmethod
+    def from_names(
+        cls, names: Iterable[str | Sequence[str]], seen: Iterable[int] | None = None
+    ) -> Vocabulary:
+        """From a list whose items are a name, a ``"name; synonym"`` string or a list of names."""
+        classes = []
+        for item in names:
+            parts = item.split(";") if isinstance(item, str) else list(item)
+            classes.append(tuple(p.strip() for p in parts))
+        return cls(tuple(classes), tuple(seen) if seen is not None else None)
+
+    @classmethod
+    def parse(cls, text: str) -> Vocabulary:
+        """From the command-line syntax ``"cat, sofa; couch, floor"``."""
+        items = [item for item in text.replace("\n", ",").split(",") if item.strip()]
+        if not items:
+            raise VocabularyError('the vocabulary is empty; pass e.g. --classes "cat, dog; puppy"')
+        return cls.from_names(items)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Vocabulary:
+        """One class per line (``;`` between synonyms); blank lines and ``#`` comments are skipped."""
+        path = Path(path)
+        if not path.is_file():
+            raise VocabularyError(f"classes file not found: {path} (check the path)")
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError:
+            raise VocabularyError(f"{path} is not UTF-8 text; save it as UTF-8") from None
+        kept = [
+            line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")
+        ]
+        if not kept:
+            raise VocabularyError(f"{path} names no classes; write one class per line")
+        return cls.from_names(kept)
+
+    @property
+    def class_names(self) -> list[str]:
+        """Display name of each class (its first name)."""
+        return [names[0] for names in self.classes]
+
+    @property
+    def queries(self) -> list[str]:
+        """Every name of every class, flattened in class order."""
+        return [name for names in self.classes for name in names]
+
+    @property
+    def query_to_class(self) -> list[int]:
+        """Class index of each entry of :attr:`queries`."""
+        return [index for index, names in enumerate(self.classes) for _ in names]
+
+    def __len__(self) -> int:
+        return len(self.classes)
