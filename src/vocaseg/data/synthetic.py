@@ -1,0 +1,171 @@
+"""Generated "shapes" segmentation datasets for tests, examples and quickstarts (no downloads).
+
+Each foreground class is a shape of one kind (rectangle, ellipse or triangle) in a distinct colour
+with a class-specific stripe texture, drawn over a noisy background class 0, so that a small model
+can learn it and a colour lookup can nearly solve it. A 1-pixel band around every shape is ignore
+(255), as in PASCAL VOC. ``make_shapes_dataset`` writes the generic ``folder`` layout::
+
+    root/images/<split>/<stem>.png   RGB
+    root/masks/<split>/<stem>.png    uint8 class ids, 255 = ignore
+    root/classes.txt                 one class per line
+
+``ShapesDataset`` is the same data in memory, with the reader interface of ``vocaseg.data``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from vocaseg.io import atomic_open, atomic_path
+from vocaseg.text.vocab import Vocabulary
+
+DEFAULT_CLASSES = ("background", "red square", "green disc", "blue triangle", "yellow bar")
+IGNORE_INDEX = 255
+
+# Class colours (RGB); index 0 is the background's base colour.
+PALETTE = np.array(
+    [
+        [90, 90, 90],
+        [220, 40, 40],
+        [40, 200, 60],
+        [50, 70, 220],
+        [230, 210, 40],
+        [200, 60, 200],
+        [40, 200, 210],
+        [240, 140, 30],
+        [140, 90, 40],
+        [250, 250, 250],
+    ],
+    dtype=np.float32,
+)
+
+
+def class_colour(index: int) -> np.ndarray:
+    """RGB colour of class ``index`` (float32 [3]); beyond the palette, a fixed pseudo-random one."""
+    if index < len(PALETTE):
+        return PALETTE[index]
+    return np.random.default_rng(index).uniform(30, 230, size=3).astype(np.float32)
+
+
+def _shape_mask(kind: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Boolean [size, size] mask of a random rectangle (0), ellipse (1) or triangle (2)."""
+    yy, xx = np.mgrid[0:size, 0:size]
+    cy, cx = rng.uniform(0.2, 0.8, size=2) * size
+    ry, rx = rng.uniform(0.12, 0.3, size=2) * size
+    if kind == 0:
+        return (np.abs(yy - cy) <= ry) & (np.abs(xx - cx) <= rx)
+    if kind == 1:
+        return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
+    # Triangle with apex on top: rows below the apex, half-width growing linearly.
+    depth = (yy - (cy - ry)) / (2 * ry)
+    return (depth >= 0) & (depth <= 1) & (np.abs(xx - cx) <= depth * rx)
+
+
+def _ignore_band(label: np.ndarray) -> np.ndarray:
+    """Pixels with a 4-neighbour of another class (the VOC-style void boundary)."""
+    band = np.zeros(label.shape, dtype=bool)
+    vertical = label[1:, :] != label[:-1, :]
+    horizontal = label[:, 1:] != label[:, :-1]
+    band[1:, :] |= vertical
+    band[:-1, :] |= vertical
+    band[:, 1:] |= horizontal
+    band[:, :-1] |= horizontal
+    return band
+
+
+def make_shapes_sample(
+    num_classes: int, size: int, rng: np.random.Generator, max_shapes: int = 3
+) -> tuple[np.ndarray, np.ndarray]:
+    """One (image uint8 [size, size, 3], label int64 [size, size]) pair with 1..max_shapes shapes."""
+    label = np.zeros((size, size), dtype=np.int64)
+    count = int(rng.integers(1, max_shapes + 1))
+    for cls in rng.choice(
+        np.arange(1, num_classes), size=min(count, num_classes - 1), replace=False
+    ):
+        label[_shape_mask(int(cls) % 3, size, rng)] = cls
+    # Texture: class-specific stripe period, so colour and pattern both identify a class.
+    yy, xx = np.mgrid[0:size, 0:size]
+    period = 3 + label % 4
+    stripes = ((xx + yy) // period) % 2 == 0
+    colours = np.stack([class_colour(c) for c in range(num_classes)])[label]  # [size, size, 3]
+    image = colours + np.where(stripes, 12.0, -12.0)[..., None]
+    image += rng.normal(0.0, 6.0, size=image.shape)
+    label[_ignore_band(label)] = IGNORE_INDEX
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8), label
+
+
+class ShapesDataset:
+    """In-memory shapes dataset with the reader interface of ``vocaseg.data`` datasets.
+
+    Items are ``{"image": uint8 [H, W, 3], "label": int64 [H, W], "path": str}``.
+    """
+
+    ignore_index = IGNORE_INDEX
+
+    def __init__(
+        self,
+        num_images: int,
+        size: int = 64,
+        classes: Sequence[str] = DEFAULT_CLASSES,
+        seed: int = 0,
+        split: str = "train",
+        seen: Sequence[int] | None = None,
+    ) -> None:
+        if len(classes) < 2:
+            raise ValueError("a shapes dataset needs a background and at least one shape class")
+        self.class_names = list(classes)
+        self.seen = tuple(seen) if seen is not None else None
+        self.classes = Vocabulary.from_names(self.class_names, seen=self.seen)
+        self.split = split
+        rng = np.random.default_rng(seed)
+        self.samples = [make_shapes_sample(len(classes), size, rng) for _ in range(num_images)]
+        self.record = {
+            "id": "shapes",
+            "split": split,
+            "count": num_images,
+            "size": size,
+            "seed": seed,
+            "num_classes": len(classes),
+        }
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image, label = self.samples[index]
+        return {"image": image.copy(), "label": label.copy(), "path": f"shapes_{index:05d}.png"}
+
+
+def make_shapes_dataset(
+    root: str | Path,
+    num_images: int,
+    size: int = 64,
+    classes: Sequence[str] = DEFAULT_CLASSES,
+    seed: int = 0,
+    split: str = "train",
+) -> Path:
+    """Write a shapes dataset in the ``folder`` layout under ``root``; returns ``root``.
+
+    Several splits can share one root (call once per split with different seeds).
+    """
+    root = Path(root)
+    data = ShapesDataset(num_images, size, classes, seed, split)
+    for index, (image, label) in enumerate(data.samples):
+        stem = f"{split}_{index:05d}"
+        for folder, array in (("images", image), ("masks", label.astype(np.uint8))):
+            target = root / folder / split / f"{stem}.png"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(target) as tmp:
+                Image.fromarray(array).save(tmp, format="PNG")
+    with atomic_open(root / "classes.txt", "w", encoding="utf-8") as handle:
+        handle.write("\n".join(data.class_names) + "\n")
+    return root

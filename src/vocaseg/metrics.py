@@ -1,0 +1,203 @@
+"""Segmentation metrics (specs/datasets-and-metrics.md §5): one int64 confusion matrix per dataset,
+summarised as mIoU, mAcc, pAcc, fwIoU and seen/unseen/hIoU under detectron2 or MMSeg semantics,
+plus VSPW video consistency VC_n.
+
+The matrix is ``M[g, p]``: rows are ground truth, columns predictions. Pixels whose GT is the
+ignore value are dropped together with their prediction. Summaries are in percent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+SEMANTICS = ("detectron2", "mmseg")
+
+ArrayLike = np.ndarray | Tensor
+
+
+def confusion_matrix(
+    pred: ArrayLike, gt: ArrayLike, num_classes: int, ignore_index: int | None = 255
+) -> ArrayLike:
+    """int64 [C, C] counts of (GT row, prediction column) over pixels whose GT is not ignored.
+
+    ``pred`` and ``gt`` are integer arrays of one shape (numpy or torch; torch stays on its device
+    and returns a tensor, numpy returns an ndarray). GT values other than ``ignore_index`` and
+    predictions must lie in [0, C); anything else is a ``ValueError`` naming the value.
+    """
+    as_numpy = isinstance(pred, np.ndarray) and isinstance(gt, np.ndarray)
+    pred_t = torch.as_tensor(pred)
+    gt_t = torch.as_tensor(gt, device=pred_t.device)
+    if pred_t.shape != gt_t.shape:
+        raise ValueError(
+            f"prediction shape {tuple(pred_t.shape)} differs from GT shape {tuple(gt_t.shape)}"
+        )
+    pred_t = pred_t.reshape(-1).long()
+    gt_t = gt_t.reshape(-1).long()
+    if ignore_index is not None:
+        keep = gt_t != ignore_index
+        pred_t, gt_t = pred_t[keep], gt_t[keep]
+    for name, values in (("prediction", pred_t), ("GT", gt_t)):
+        if values.numel() and (values.min() < 0 or values.max() >= num_classes):
+            bad = values[(values < 0) | (values >= num_classes)][0].item()
+            raise ValueError(
+                f"{name} value {bad} is outside [0, {num_classes}) and is not the ignore value "
+                f"{ignore_index}"
+            )
+    counts = torch.bincount(gt_t * num_classes + pred_t, minlength=num_classes * num_classes)
+    matrix = counts.reshape(num_classes, num_classes)  # [C_gt, C_pred]
+    return matrix.cpu().numpy() if as_numpy else matrix
+
+
+class ConfusionMatrix:
+    """Accumulates a confusion matrix image by image; ``all_reduce`` sums it over ranks."""
+
+    def __init__(self, num_classes: int, ignore_index: int | None = 255) -> None:
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+        self.count = 0  # images accumulated
+
+    def update(self, pred: ArrayLike, gt: ArrayLike) -> None:
+        """Add one image (or a batch of equal-size images) to the matrix."""
+        cm = confusion_matrix(
+            torch.as_tensor(pred), torch.as_tensor(gt), self.num_classes, self.ignore_index
+        )
+        self.matrix += cm.cpu()
+        self.count += 1
+
+    def all_reduce(self) -> None:
+        """Sum matrix and image count over torch.distributed ranks (no-op when not initialised)."""
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return
+        backend = torch.distributed.get_backend()
+        device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else "cpu"
+        payload = torch.cat([self.matrix.reshape(-1), torch.tensor([self.count])]).to(device)
+        torch.distributed.all_reduce(payload)
+        payload = payload.cpu()
+        self.matrix = payload[:-1].reshape(self.num_classes, self.num_classes)
+        self.count = int(payload[-1])
+
+    def summarize(self, **kwargs: Any) -> dict[str, Any]:
+        """:func:`summarize` of the accumulated matrix."""
+        return summarize(self.matrix, **kwargs)
+
+
+def _nanmean(values: np.ndarray) -> float:
+    values = values[~np.isnan(values)]
+    return float(values.mean()) if values.size else float("nan")
+
+
+def harmonic_mean(seen: float, unseen: float) -> float:
+    """hIoU = 2·S·U / (S + U); NaN if either is NaN, 0 if both are 0."""
+    if np.isnan(seen) or np.isnan(unseen):
+        return float("nan")
+    total = seen + unseen
+    return 2.0 * seen * unseen / total if total > 0 else 0.0
+
+
+def class_statistics(cm: ArrayLike) -> dict[str, np.ndarray]:
+    """Per-class float64 vectors: tp, gt (G_c), pred (P_c), union (U_c)."""
+    m = np.asarray(torch.as_tensor(cm).cpu().numpy(), dtype=np.float64)
+    if m.ndim != 2 or m.shape[0] != m.shape[1]:
+        raise ValueError(f"confusion matrix must be square [C, C], got shape {m.shape}")
+    tp = np.diag(m)
+    gt = m.sum(axis=1)
+    pred = m.sum(axis=0)
+    return {"tp": tp, "gt": gt, "pred": pred, "union": gt + pred - tp}
+
+
+def summarize(
+    cm: ArrayLike,
+    class_names: Sequence[str] | None = None,
+    seen: Iterable[int] | None = None,
+    semantics: str = "detectron2",
+) -> dict[str, Any]:
+    """mIoU, mAcc, pAcc, fwIoU (percent), per-class IoU and Acc lists, optionally seen/unseen/hIoU.
+
+    ``semantics="detectron2"`` averages IoU over classes present in GT (G_c > 0);
+    ``"mmseg"`` over classes with a non-empty union (U_c > 0), so a class predicted but absent from
+    GT scores 0. The per-class ``IoU`` list holds NaN where the class does not count.
+    ``seen`` (class indices) adds ``mIoU_seen``/``mIoU_unseen`` (NaN-means of the same IoU vector
+    over seen and the remaining ids) and their harmonic mean ``hIoU``.
+    """
+    if semantics not in SEMANTICS:
+        raise ValueError(f"semantics must be one of {SEMANTICS}, not {semantics!r}")
+    s = class_statistics(cm)
+    tp, gt, union = s["tp"], s["gt"], s["union"]
+    num_classes = tp.shape[0]
+    if class_names is not None and len(class_names) != num_classes:
+        raise ValueError(f"{len(class_names)} class names for a {num_classes}-class matrix")
+    valid = gt > 0 if semantics == "detectron2" else union > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(valid, tp / union, np.nan)
+        acc = np.where(gt > 0, tp / gt, np.nan)
+        total = gt.sum()
+        pacc = tp.sum() / total if total > 0 else np.nan
+        fwiou = float(np.sum((gt / total) * np.where(gt > 0, tp / union, 0.0))) if total else np.nan
+    result: dict[str, Any] = {
+        "semantics": semantics,
+        "mIoU": 100 * _nanmean(iou),
+        "mAcc": 100 * _nanmean(acc),
+        "pAcc": 100 * float(pacc),
+        "fwIoU": 100 * float(fwiou),
+        "IoU": (100 * iou).tolist(),
+        "Acc": (100 * acc).tolist(),
+    }
+    if class_names is not None:
+        result["class_names"] = list(class_names)
+    if seen is not None:
+        seen_ids = sorted(set(int(i) for i in seen))
+        if any(not 0 <= i < num_classes for i in seen_ids):
+            raise ValueError(f"seen ids {seen_ids} fall outside [0, {num_classes})")
+        unseen_ids = sorted(set(range(num_classes)) - set(seen_ids))
+        result["mIoU_seen"] = 100 * _nanmean(iou[seen_ids])
+        result["mIoU_unseen"] = 100 * _nanmean(iou[unseen_ids])
+        result["hIoU"] = harmonic_mean(result["mIoU_seen"], result["mIoU_unseen"])
+        result["seen"] = seen_ids
+    return result
+
+
+def video_consistency(
+    preds: Sequence[ArrayLike], gts: Sequence[ArrayLike], n: int = 8
+) -> tuple[float, int]:
+    """VC_n of one video as (sum of window scores, number of windows), for pooling over videos.
+
+    Follows VSPW's ``VC_perclip.py``: for every window start s in 0..T-n-1 (the last full window is
+    skipped, as the reference does), G = pixels whose raw GT is equal in frames s..s+n-1 and
+    P = pixels whose prediction is; the window scores |G∩P|/|G|. Raw values (0 and 255 included)
+    are compared as-is. A window with empty G is not counted. Frames must already be sorted.
+    """
+    if len(preds) != len(gts):
+        raise ValueError(f"{len(preds)} predicted frames for {len(gts)} GT frames")
+    total, count = 0.0, 0
+    gt_frames = [np.asarray(torch.as_tensor(g).cpu().numpy()) for g in gts]
+    pred_frames = [np.asarray(torch.as_tensor(p).cpu().numpy()) for p in preds]
+    for start in range(len(gt_frames) - n):
+        same_gt = np.ones(gt_frames[start].shape, dtype=bool)
+        same_pred = np.ones(gt_frames[start].shape, dtype=bool)
+        for t in range(start + 1, start + n):
+            same_gt &= gt_frames[t] == gt_frames[start]
+            same_pred &= pred_frames[t] == pred_frames[start]
+        stable = same_gt.sum()
+        if stable == 0:
+            continue
+        total += float((same_gt & same_pred).sum() / stable)
+        count += 1
+    return total, count
+
+
+def pooled_video_consistency(
+    videos: Iterable[tuple[Sequence[ArrayLike], Sequence[ArrayLike]]], n: int = 8
+) -> float:
+    """VC_n in percent: the mean window score over all windows of all (preds, gts) videos."""
+    total, count = 0.0, 0
+    for preds, gts in videos:
+        video_total, video_count = video_consistency(preds, gts, n)
+        total += video_total
+        count += video_count
+    return 100 * total / count if count else float("nan")
