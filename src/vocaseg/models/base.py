@@ -10,10 +10,20 @@ Inference path (``vocaseg.inference.predict``)::
     stitched = average of overlapping window outputs, resized to the original image
     scores = model.finalize(stitched, vocabulary)              # [B, K, H, W]; argmax = label
 
-Training path (``vocaseg.engine``)::
+Training path (``vocaseg.engine.trainer``; the data comes from a ``vocaseg.data.pipelines``
+pipeline, whose ``collate_fn`` builds ``batch``)::
 
-    outputs = model.forward_train(batch)                       # method-specific
-    losses = model.loss(batch, outputs)                        # {"loss": total, "<term>": ...}
+    model.prepare_training(vocabulary, setting)                # once: training classes, setting
+    per optimiser step:
+        model.before_train_step(step, total)                   # e.g. annealed temperatures
+        batch["num_targets"] = global count of model.count_targets(batch), if not None
+        outputs = model.forward_train(batch)                   # method-specific
+        losses = model.loss(batch, outputs)                    # {"loss": total, "<term>": ...}
+
+``model.train_needs()`` names optional batch entries a pipeline adds only on request
+(``"label_full"``: unmasked labels in the inductive zero-shot setting). Parameter groups come from
+the training config (name-substring lr/decay multipliers); a model may add
+``no_weight_decay() -> set[str]`` of parameter names. Frozen parts set ``requires_grad=False``.
 
 ``Q`` counts text queries (a class with synonyms may have several), ``K`` counts classes.
 """
@@ -91,6 +101,28 @@ class SegmentationModel(nn.Module):
     def loss(self, batch: dict[str, Any], outputs: Any) -> dict[str, Tensor]:
         """Loss terms; key ``"loss"`` holds the weighted total that the trainer back-propagates."""
         raise NotImplementedError(f"{self.name or type(self).__name__} has no loss")
+
+    def train_needs(self) -> frozenset[str]:
+        """Optional batch entries the training pipeline must add (e.g. ``{"label_full"}``)."""
+        return frozenset()
+
+    def prepare_training(self, vocabulary: Vocabulary | None, setting: str) -> None:
+        """Called once before training with the dataset's classes (``.seen`` set for zero-shot
+        settings; ``None`` for label-free data) and ``setting`` (``"supervised"``,
+        ``"inductive"`` or ``"transductive"``). Inductive labels index ``vocabulary.seen``."""
+
+    def count_targets(self, batch: dict[str, Any]) -> float | None:
+        """How many targets this micro-batch holds for loss normalisation (TagCLIP N_m, GKC masks).
+
+        If not ``None``, the trainer sums it over the accumulated micro-batches and all processes
+        and sets ``batch["num_targets"]`` = max(global count, 1) / (micro-batches × processes):
+        a loss that sums over targets and divides by it matches one process holding the global
+        batch (the trainer averages micro-batch losses; DDP averages processes).
+        """
+        return None
+
+    def before_train_step(self, step: int, total: int) -> None:
+        """Called before optimiser step ``step`` (0-based) of ``total``."""
 
     def config_dict(self) -> dict[str, Any]:
         """The configuration that rebuilds this model with ``create_model(name, config=...)``."""
