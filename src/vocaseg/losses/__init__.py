@@ -1,0 +1,25 @@
+"""Loss functions shared by the trained methods: sigmoid focal, dice, and the mask normaliser N_m."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from vocaseg.losses.dice import dice_loss
+from vocaseg.losses.focal import sigmoid_focal_loss, sigmoid_focal_map
+
+__all__ = ["dice_loss", "num_masks", "sigmoid_focal_loss", "sigmoid_focal_map"]
+
+
+def num_masks(present: Tensor) -> Tensor:
+    """N_m: the number of True (image, class) pairs in ``present`` over the global batch, >= 1.
+
+    Under torch.distributed the count is all-reduced and divided by the world size, so every rank
+    normalises by the global average (DETR / Mask2Former convention, specs/tagclip.md §3).
+    """
+    count = present.sum().to(torch.float32)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(count)
+        count = count / dist.get_world_size()
+    return count.clamp(min=1.0)

@@ -1,0 +1,375 @@
+"""TagCLIP (Li et al., arXiv 2304.07547 / TPAMI 2024) and ZegCLIP (Zhou et al., CVPR 2023) for
+zero-shot semantic segmentation with seen/unseen discrimination. Spec: specs/tagclip.md.
+
+A frozen CLIP ViT, adapted by deep visual prompts (:mod:`vocaseg.models.layers.vpt`), gives a global
+embedding g and patch embeddings P. Each class text embedding t (and TagCLIP's learnable trusty token
+τ) becomes a query through the relationship descriptor [g⊙t; t]; TagCLIP's trusty learner lets the
+queries attend to each other; three attention-to-mask blocks (:mod:`vocaseg.models.layers.atm`)
+turn the queries into one mask-logit map per query. Scores are independent sigmoids; at inference
+seen scores are calibrated (−0.1) and weighted by the trusty map.
+
+With the trusty learner on, every query depends on the whole vocabulary: a class scores
+differently in different vocabularies. ZegCLIP is the ``zegclip`` preset (no τ, no learner).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vocaseg.config import to_dict
+from vocaseg.errors import CheckpointError, ConfigError
+from vocaseg.losses import dice_loss, num_masks, sigmoid_focal_loss
+from vocaseg.models.base import IMAGENET_MEAN, IMAGENET_STD, Preprocess, SegmentationModel
+from vocaseg.models.layers.atm import ATMDecoder
+from vocaseg.models.layers.vpt import VisualPrompts, bilinear_pos_embed
+from vocaseg.models.registry import register_model
+from vocaseg.text.vocab import Vocabulary
+
+IGNORE_INDEX = 255
+
+
+@dataclass
+class TagCLIPConfig:
+    """TagCLIP / ZegCLIP settings (specs/tagclip.md §2.5 presets, §3 losses, §4 inference)."""
+
+    clip: str = "ViT-B/16"
+    setting: Literal["inductive", "transductive", "supervised"] = "inductive"
+    num_prompts: int = 10  # N: 10 VOC, 100 COCO, 35 Context
+    pos_grid: int = 32  # positional table resized to this grid at load (512 / 16)
+    cls_double_embedding: bool = True
+    trusty_token: bool = True
+    trusty_learner: bool = True
+    head_depth: int = 3
+    head_heads: int = 8
+    head_ffn: int = 2048
+    dropout: float = 0.1
+    head_init: Literal["xavier", "torch_default_cloned"] = "xavier"
+    mask_weight: float = 20.0
+    dice_weight: float = 1.0
+    trusty_weight: float = 10.0
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    trusty_target: Literal["unseen", "seen"] = "unseen"
+    trusty_weighting: Literal["both", "seen", "unseen", "none"] = "both"
+    seen_calibration: float = 0.1
+    templates: str = "voc_single"
+    crop_size: int = 512
+    slide_stride: int = 426
+    init_from: str | None = None  # model folder to warm-start from (weights only)
+
+
+class RelationshipDescriptor(nn.Module):
+    """ZegCLIP's query builder: X = proj([g⊙t ; t]) for every image g and text row t."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(2 * dim, dim)
+
+    def forward(self, g: Tensor, text: Tensor) -> Tensor:
+        """g [B, D], text [Q, D] -> queries [B, Q, D]."""
+        g = g[:, None, :]  # [B, 1, D]
+        text = text[None].expand(g.shape[0], -1, -1)  # [B, Q, D]
+        return self.proj(torch.cat([g * text, text], dim=-1))
+
+
+class TrustyLearner(nn.Module):
+    """One post-norm self-attention block over all queries: LN(X + Dropout(MHA(X, X, X)))."""
+
+    def __init__(self, dim: int, heads: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.norm = nn.LayerNorm(dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out, _ = self.attn(x, x, x, need_weights=False)
+        return self.norm(x + self.drop(out))
+
+
+class TagCLIPHead(ATMDecoder):
+    """Descriptor, optional trusty token τ and trusty learner, then the ATM blocks (``blocks``)."""
+
+    def __init__(self, dim: int, cfg: TagCLIPConfig) -> None:
+        super().__init__(cfg.head_depth, dim, cfg.head_heads, cfg.head_ffn, cfg.dropout)
+        self.descriptor = RelationshipDescriptor(dim)
+        self.trusty_token = nn.Parameter(torch.zeros(1, dim)) if cfg.trusty_token else None
+        self.trusty_learner = (
+            TrustyLearner(dim, cfg.head_heads, cfg.dropout) if cfg.trusty_learner else None
+        )
+        self._init(cfg.head_init)
+
+    def _init(self, mode: str) -> None:
+        if mode == "torch_default_cloned":
+            # ZegCLIP: PyTorch defaults, every block a copy of the first.
+            for block in self.blocks[1:]:
+                block.load_state_dict(self.blocks[0].state_dict())
+            if self.trusty_token is not None:
+                nn.init.xavier_uniform_(self.trusty_token)
+            return
+        # TagCLIP as run: xavier_uniform on every >= 2-d tensor; zero descriptor and MHA biases.
+        for param in self.parameters():
+            if param.dim() >= 2:
+                nn.init.xavier_uniform_(param)
+        nn.init.zeros_(self.descriptor.proj.bias)
+        if self.trusty_learner is not None:
+            nn.init.zeros_(self.trusty_learner.attn.in_proj_bias)
+            nn.init.zeros_(self.trusty_learner.attn.out_proj.bias)
+
+    def append_trusty(self, text: Tensor) -> Tensor:
+        """Text rows [C, D] -> [C + 1, D] with τ last (unchanged when there is no τ)."""
+        if self.trusty_token is None:
+            return text
+        return torch.cat([text, self.trusty_token.to(text.dtype)], dim=0)
+
+    def forward(self, g: Tensor, patches: Tensor, text: Tensor) -> Tensor:  # type: ignore[override]
+        """g [B, D], patches [B, D, h, w], text [Q, D] -> mask logits [B, Q, h, w]."""
+        batch, _, h, w = patches.shape
+        query = self.descriptor(g, text.to(g.dtype))  # [B, Q, D]
+        if self.trusty_learner is not None:
+            query = self.trusty_learner(query)
+        memory = patches.flatten(2).transpose(1, 2)  # [B, h·w, D]
+        masks = super().forward(query, memory)  # [B, Q, h·w]
+        return masks.view(batch, -1, h, w)
+
+
+class TagCLIP(SegmentationModel):
+    """TagCLIP / ZegCLIP on a frozen CLIP ViT; learnable: ``vpt`` (prompts) and ``head``."""
+
+    def __init__(self, cfg: TagCLIPConfig, clip: nn.Module) -> None:
+        super().__init__()
+        if not getattr(clip.config, "is_vit", False):
+            raise ConfigError(
+                f"TagCLIP needs a ViT CLIP, got {cfg.clip!r}; use e.g. clip: ViT-B/16"
+            )
+        self.config = cfg
+        self.clip = clip.requires_grad_(False)
+        visual = clip.visual
+        # 14x14 -> pos_grid (32x32) once, bilinear: the table official weights were trained with.
+        with torch.no_grad():
+            table = bilinear_pos_embed(visual.positional_embedding, (cfg.pos_grid, cfg.pos_grid))
+        visual.positional_embedding = nn.Parameter(table, requires_grad=False)
+        visual.grid_size = cfg.pos_grid
+        width = visual.conv1.out_channels
+        self.vpt = VisualPrompts(
+            width,
+            len(visual.transformer.resblocks),
+            cfg.num_prompts,
+            patch_size=visual.conv1.kernel_size[0],
+            dropout=cfg.dropout,
+            cls_double_embedding=cfg.cls_double_embedding,
+        )
+        self.head = TagCLIPHead(clip.config.embed_dim, cfg)
+        self.preprocess = Preprocess(
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            short_side=cfg.crop_size,
+            max_long_side=4 * cfg.crop_size,
+            window=cfg.crop_size,
+            stride=cfg.slide_stride,
+            size_divisor=visual.conv1.kernel_size[0],
+        )
+        self.train_vocabulary: Vocabulary | None = None
+        self._train_text: Tensor | None = None
+
+    def train(self, mode: bool = True) -> TagCLIP:
+        super().train(mode)
+        self.clip.eval()  # frozen: no dropout or batch statistics
+        return self
+
+    # ----- inference ---------------------------------------------------------------------------
+
+    def encode_vocabulary(self, vocabulary: Vocabulary) -> Tensor:
+        """Normalised class embeddings [K, D]; τ appended as row K when the vocabulary has a seen
+        set and the model a trusty token (without a seen set τ, calibration and weighting are off)."""
+        from vocaseg.text.embed import TextEmbedder
+
+        embedder = TextEmbedder(self.clip, templates=self.config.templates)
+        text = embedder(vocabulary).to(self.device)
+        if vocabulary.seen is not None:
+            text = self.head.append_trusty(text)
+        return text
+
+    def forward(self, images: Tensor, text: Tensor) -> Tensor:
+        """Normalised ``images`` [B, 3, H, W] and query rows ``text`` [Q, D] -> [B, Q, H/16, W/16]."""
+        g, patches = self.vpt.encode(self.clip.visual, images)
+        return self.head(g, patches, text)
+
+    def window_output(self, logits: Tensor, vocabulary: Vocabulary) -> Tensor:
+        """Sigmoid scores of one window [B, Q', H, W] -> [B, K, H, W] (specs/tagclip.md §4)."""
+        cfg, k = self.config, len(vocabulary)
+        probs = logits.sigmoid()
+        scores = probs[:, :k]
+        if vocabulary.seen is None:
+            return scores
+        seen = torch.zeros(k, dtype=torch.bool, device=logits.device)
+        seen[list(vocabulary.seen)] = True
+        seen = seen.view(1, k, 1, 1)
+        if cfg.setting == "inductive":
+            scores = scores - cfg.seen_calibration * seen
+        if probs.shape[1] == k + 1 and cfg.trusty_weighting != "none":
+            trusty = probs[:, k:]  # [B, 1, H, W]
+            w = trusty if cfg.trusty_target == "unseen" else 1 - trusty
+            if cfg.trusty_weighting in ("both", "seen"):
+                scores = torch.where(seen, scores * (1 - w), scores)
+            if cfg.trusty_weighting in ("both", "unseen"):
+                scores = torch.where(seen, scores, scores * w)
+        return scores
+
+    # ----- training ----------------------------------------------------------------------------
+
+    def set_training_vocabulary(self, vocabulary: Vocabulary) -> None:
+        """The dataset's classes, with ``seen`` for inductive / transductive training.
+
+        Inductive training encodes only the seen names (in seen order); the unseen ids are kept
+        solely to build the trusty target from ``label_full``.
+        """
+        setting = self.config.setting
+        if setting != "supervised" and vocabulary.seen is None:
+            raise ConfigError(
+                f"{setting} training needs a seen/unseen split; set data.zero_shot.unseen"
+            )
+        self.train_vocabulary = vocabulary
+        queried = vocabulary
+        if setting == "inductive":
+            queried = Vocabulary(tuple(vocabulary.classes[i] for i in vocabulary.seen))
+        with torch.no_grad():
+            self._train_text = self.encode_vocabulary(queried)
+
+    def _split_ids(self) -> tuple[list[int], list[int]]:
+        vocab = self.train_vocabulary
+        seen = list(vocab.seen) if vocab.seen is not None else list(range(len(vocab)))
+        return seen, [i for i in range(len(vocab)) if i not in set(seen)]
+
+    def forward_train(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """Mask logits at label size [B, C', H, W] and the (pseudo-)labels the losses use.
+
+        ``batch``: ``image`` [B, 3, H, W] (normalised), ``label`` [B, H, W] (inductive: seen
+        positions, 255 elsewhere; otherwise dataset ids), ``label_full`` [B, H, W] (dataset ids;
+        inductive with ``trusty_target="unseen"`` only).
+        """
+        if self._train_text is None:
+            raise ConfigError("call set_training_vocabulary(vocabulary) before training TagCLIP")
+        text = self.head.append_trusty(self._train_text.to(self.device))
+        label = batch["label"].to(self.device).long()
+        logits = self(batch["image"].to(self.device), text)
+        logits = F.interpolate(logits, size=label.shape[-2:], mode="bilinear", align_corners=False)
+        outputs = {"logits": logits, "label": label}
+        if self.config.setting == "transductive":
+            outputs["label"] = self.pseudo_label(logits.detach(), label)
+        return outputs
+
+    def pseudo_label(self, logits: Tensor, label: Tensor) -> Tensor:
+        """Relabel unseen-GT pixels of ``label`` [B, H, W] as the argmax over the unseen classes of
+        σ(M_R) (no threshold); seen labels and 255 stay (ZegCLIP transductive, spec §5)."""
+        _, unseen = self._split_ids()
+        if not unseen:
+            return label
+        unseen_ids = torch.tensor(unseen, device=label.device)
+        best = unseen_ids[logits[:, unseen].argmax(dim=1)]  # [B, H, W] dataset ids
+        return torch.where(torch.isin(label, unseen_ids), best, label)
+
+    def _trusty_target(self, batch: dict[str, Any], device: torch.device) -> Tensor:
+        """G_A [B, 1, H, W] from the batch's unmodified labels: 1 at unseen-class pixels
+        (``"unseen"``, the released code) or at seen-class pixels (``"seen"``, the paper)."""
+        seen, unseen = self._split_ids()
+        inductive = self.config.setting == "inductive"
+        label = batch["label"].to(device).long()
+        if self.config.trusty_target == "seen":
+            if inductive:  # labels hold seen positions, 255 elsewhere
+                return (label != IGNORE_INDEX)[:, None].float()
+            return torch.isin(label, torch.tensor(seen, device=device))[:, None].float()
+        full = batch.get("label_full") if inductive else label
+        if full is None:
+            raise ConfigError(
+                "trusty_target 'unseen' in inductive training needs batch['label_full'] "
+                "(unmasked labels); use the 'semantic' pipeline or trusty_target: seen"
+            )
+        unseen_ids = torch.tensor(unseen, dtype=torch.long, device=device)
+        return torch.isin(full.to(device).long(), unseen_ids)[:, None].float()
+
+    def loss(self, batch: dict[str, Any], outputs: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Focal + dice on M_R (255 pixels are negatives for every class), trusty loss on M_A."""
+        cfg = self.config
+        logits, label = outputs["logits"], outputs["label"]
+        classes = self._train_text.shape[0]
+        class_ids = torch.arange(classes, device=label.device)  # seen positions or dataset ids
+        targets = (label[:, None] == class_ids.view(1, -1, 1, 1)).float()  # [B, C, H, W]
+        present = targets.flatten(2).any(-1)  # [B, C]
+        n_m = num_masks(present)
+        masks = logits[:, :classes]
+        focal = sigmoid_focal_loss(masks, targets, n_m, cfg.focal_alpha, cfg.focal_gamma)
+        dice = dice_loss(masks, targets, n_m, present)
+        losses = {"loss_focal": focal, "loss_dice": dice}
+        total = cfg.mask_weight * focal + cfg.dice_weight * dice
+        if self.head.trusty_token is not None:
+            trusty_logits = logits[:, classes:]
+            target = self._trusty_target(batch, label.device)
+            if cfg.trusty_target == "unseen":
+                trusty = sigmoid_focal_loss(
+                    trusty_logits, target, n_m, cfg.focal_alpha, cfg.focal_gamma
+                )
+            else:
+                trusty = dice_loss(trusty_logits, target, n_m)
+            losses["loss_trusty"] = trusty
+            total = total + cfg.trusty_weight * trusty
+        return {"loss": total, **losses}
+
+    def config_dict(self) -> dict[str, Any]:
+        return {**to_dict(self.config), "init_from": None}
+
+
+def warm_start(model: TagCLIP, folder: str) -> list[str]:
+    """Copy every same-named, same-shaped tensor of the model folder ``folder`` into ``model``.
+
+    Returns the names of parameters left at their initial values (e.g. τ and the trusty learner
+    when starting TagCLIP from ZegCLIP). A tensor whose shape differs is an error.
+    """
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from vocaseg.models.registry import MODEL_WEIGHTS
+
+    path = Path(folder) / MODEL_WEIGHTS
+    if not path.is_file():
+        raise CheckpointError(f"init_from: {path} not found; pass a vocaseg model folder")
+    state = load_file(str(path))
+    own = model.state_dict()
+    wrong = [
+        f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and v.shape != own[k].shape
+    ]
+    if wrong:
+        raise CheckpointError(f"init_from {folder}: shapes differ: {'; '.join(wrong[:5])}")
+    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    return sorted(set(own) - set(state))
+
+
+def _build(cfg: TagCLIPConfig, clip: nn.Module) -> TagCLIP:
+    model = TagCLIP(cfg, clip)
+    if cfg.init_from:
+        warm_start(model, cfg.init_from)
+    return model
+
+
+register_model(
+    "tagclip",
+    TagCLIPConfig,
+    "TagCLIP: zero-shot segmentation with a trusty token (frozen CLIP ViT + VPT + ATM head)",
+)(_build)
+register_model(
+    "zegclip",
+    TagCLIPConfig,
+    "ZegCLIP: frozen CLIP ViT + deep VPT + relationship descriptor + ATM head",
+    trusty_token=False,
+    trusty_learner=False,
+    mask_weight=100.0,
+    head_init="torch_default_cloned",
+    trusty_weighting="none",
+)(_build)
