@@ -21,7 +21,7 @@ from vocaseg.io import atomic_path, write_json
 from vocaseg.models.base import SegmentationModel
 
 # Modules that register methods when imported.
-_METHOD_MODULES = ["vocaseg.models.tagclip"]
+_METHOD_MODULES = ["vocaseg.models.tagclip", "vocaseg.models.maskclip"]
 
 MODEL_JSON = "model.json"
 MODEL_WEIGHTS = "model.safetensors"

@@ -1,0 +1,203 @@
+"""The user-facing predictor: ``Segmenter.from_pretrained(...)``, ``set_vocabulary(...)``, ``seg(image)``.
+
+Wraps any registered method behind the contract of ``vocaseg.models.base`` and runs it through
+``vocaseg.inference.predict.predict_scores``, the same path the evaluator uses, so the two agree.
+The vocabulary is encoded once per ``set_vocabulary`` (and cached per vocabulary); images of any
+size and format go in, :class:`SegmentationResult` s come out.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from vocaseg.errors import ConfigError, UserError, VocabularyError
+from vocaseg.inference.images import ImageInput, as_rgb_array
+from vocaseg.inference.predict import predict_scores
+from vocaseg.models.base import SegmentationModel
+from vocaseg.text.vocab import Vocabulary
+
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+
+
+@dataclass
+class SegmentationResult:
+    """One image's segmentation.
+
+    ``label`` [H, W] int64 class indices; ``scores`` [K, H, W] float32 per-class scores (argmax =
+    label); ``class_names`` K display names; ``areas`` [K] pixel fractions per class (sum 1).
+    """
+
+    label: np.ndarray
+    scores: Tensor
+    class_names: list[str]
+    areas: np.ndarray
+
+    def area_dict(self) -> dict[str, float]:
+        """Class name -> pixel fraction, for every class of the vocabulary."""
+        return {name: float(a) for name, a in zip(self.class_names, self.areas)}
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise ConfigError(f"unknown dtype {dtype!r}; choose float32, bfloat16 or float16")
+    return _DTYPES[dtype]
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {device} requested but CUDA is not available; use --device cpu")
+    return device
+
+
+def as_vocabulary(vocab: Vocabulary | str | os.PathLike | Sequence[Any]) -> Vocabulary:
+    """A :class:`Vocabulary` from a Vocabulary, a list of names, a path to a classes file, or the
+    command-line syntax ``"cat, sofa; couch"``."""
+    if isinstance(vocab, Vocabulary):
+        return vocab
+    if isinstance(vocab, os.PathLike) or (isinstance(vocab, str) and Path(vocab).is_file()):
+        return Vocabulary.from_file(vocab)
+    if isinstance(vocab, str):
+        return Vocabulary.parse(vocab)
+    if isinstance(vocab, Sequence):
+        return Vocabulary.from_names(vocab)
+    raise VocabularyError(
+        f"cannot make a vocabulary from {type(vocab).__name__}; pass a list of names or a file"
+    )
+
+
+class Segmenter:
+    """Segment images into the classes of a text vocabulary.
+
+    >>> seg = Segmenter.from_pretrained("maskclip")                  # doctest: +SKIP
+    >>> seg.set_vocabulary(["cat", "sofa; couch", "floor"])          # doctest: +SKIP
+    >>> result = seg("photo.jpg")                                    # doctest: +SKIP
+    >>> result.label.shape, result.area_dict()                       # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: SegmentationModel,
+        device: str | torch.device = "cpu",
+        dtype: str | torch.dtype | None = None,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype)
+        self.model = model.to(self.device).eval()
+        self.vocabulary: Vocabulary | None = None
+        self._text: Tensor | None = None
+        self._cache: dict[Vocabulary, Tensor] = {}
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_name_or_path: str | os.PathLike = "maskclip",
+        weights: str | os.PathLike | None = None,
+        device: str | torch.device = "cpu",
+        dtype: str | torch.dtype | None = None,
+        **overrides: Any,
+    ) -> Segmenter:
+        """A folder written by ``save_model`` / ``vocaseg train``, or a registered method name.
+
+        For a name, the CLIP comes from ``weights`` (a known CLIP name or a checkpoint file) or, by
+        default, the method's own CLIP (e.g. ``"ViT-B/16"``, downloaded on first use); ``overrides``
+        set method config fields.
+        """
+        from vocaseg.models.registry import build_config, create_model, load_model
+
+        path = Path(model_name_or_path)
+        if path.is_dir():
+            if weights is not None or overrides:
+                raise UserError(
+                    f"{path} is a model folder with its own weights and settings; "
+                    "drop --weights and the overrides"
+                )
+            model = load_model(path, device="cpu")
+        else:
+            name = str(model_name_or_path)
+            config = build_config(name, **overrides)
+            clip_weights = weights if weights is not None else getattr(config, "clip", None)
+            model = create_model(name, config=config, clip_weights=clip_weights)
+        return cls(model, device=device, dtype=dtype)
+
+    def set_vocabulary(self, vocabulary: Vocabulary | str | os.PathLike | Sequence[Any]) -> None:
+        """Set the classes to segment; their text embeddings are computed once and cached."""
+        vocab = as_vocabulary(vocabulary)
+        if vocab not in self._cache:
+            with torch.inference_mode(), self._autocast():
+                self._cache[vocab] = self.model.encode_vocabulary(vocab)
+        self.vocabulary = vocab
+        self._text = self._cache[vocab]
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.vocabulary.class_names if self.vocabulary is not None else []
+
+    def __call__(
+        self, images: ImageInput | Sequence[ImageInput], batch_size: int = 8
+    ) -> SegmentationResult | list[SegmentationResult]:
+        """Segment one image (path, PIL image, [H, W, 3] array, [3, H, W] tensor) or a list.
+
+        Consecutive images of equal size run as one batch of up to ``batch_size``.
+        """
+        single = not isinstance(images, (list, tuple))
+        items = [images] if single else list(images)
+        flat = [
+            r for batch in _same_size_batches(items, batch_size) for r in self.predict_arrays(batch)
+        ]
+        return flat[0] if single else flat
+
+    def predict_arrays(self, arrays: list[np.ndarray]) -> list[SegmentationResult]:
+        """Segment already-decoded RGB uint8 arrays [H, W, 3] of one common size as one batch."""
+        if self._text is None or self.vocabulary is None:
+            raise UserError("no vocabulary set; call set_vocabulary([...]) first")
+        batch = torch.from_numpy(np.stack(arrays)).to(self.device)
+        batch = batch.permute(0, 3, 1, 2).float()  # [B, H, W, 3] -> [B, 3, H, W], 0-255
+        with torch.inference_mode(), self._autocast():
+            scores = predict_scores(self.model, batch, self._text, self.vocabulary).float()
+        labels = scores.argmax(dim=1).cpu().numpy()  # [B, H, W]
+        num_classes = len(self.vocabulary)
+        results = []
+        for label, score in zip(labels, scores.cpu()):
+            counts = np.bincount(label.reshape(-1), minlength=num_classes)
+            results.append(
+                SegmentationResult(label, score, self.class_names, counts / counts.sum())
+            )
+        return results
+
+    def _autocast(self) -> Any:
+        if self.dtype == torch.float32:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+
+def _same_size_batches(items: list[ImageInput], batch_size: int) -> list[list[np.ndarray]]:
+    """Decode ``items`` and group consecutive images of one size into batches."""
+    batches: list[list[np.ndarray]] = []
+    for item in items:
+        array = as_rgb_array(item)
+        if batches and array.shape == batches[-1][0].shape and len(batches[-1]) < batch_size:
+            batches[-1].append(array)
+        else:
+            batches.append([array])
+    return batches
