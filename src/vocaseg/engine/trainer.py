@@ -1,0 +1,425 @@
+"""The training loop every vocaseg method uses (TagCLIP/ZegCLIP, GKC, ZeroSeg).
+
+One optimiser step = ``optim.accumulate`` micro-batches per process: the step's target count is
+summed over them and all processes first (``batch["num_targets"]``, see
+``SegmentationModel.count_targets``), then each micro-batch runs ``forward_train`` + ``loss`` under
+autocast (bf16/fp16 on GPU, fp32 on CPU), its loss is divided by the number of micro-batches and
+back-propagated (DDP gradient sync on the last one only), gradients are unscaled (fp16), clipped
+(optional, full-model L2) and AdamW steps with the scheduled lr.
+
+Runs resume exactly: checkpoints hold model, optimiser, grad scaler, step, data position (epoch and
+micro-batch index) and every process's RNG states; augmentation randomness is keyed by (seed,
+epoch, sample index). Rank 0 alone writes checkpoints, logs and the final model folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vocaseg import __version__
+from vocaseg.config import to_dict
+from vocaseg.data.pipelines import TrainData, build_pipeline
+from vocaseg.engine import checkpoint as ckpt
+from vocaseg.engine import distributed as D
+from vocaseg.engine.logging import TrainLogger
+from vocaseg.engine.optim import build_optimizer, build_schedule
+from vocaseg.engine.train_config import TrainConfig
+from vocaseg.errors import CheckpointError, ConfigError
+from vocaseg.io import write_json
+from vocaseg.models.base import SegmentationModel
+from vocaseg.models.registry import create_model, save_model
+
+CHECKPOINTS = "checkpoints"
+FINAL = "final"
+
+
+def build_model(cfg: TrainConfig) -> SegmentationModel:
+    """The method of ``cfg.model`` with its CLIP (``run.clip_weights``) and ``run.init`` weights."""
+    model = create_model(cfg.method, config=cfg.model_options, clip_weights=cfg.run.clip_weights)
+    if cfg.run.init is not None:
+        load_initial_weights(model, cfg.run.init, cfg.method)
+    return model
+
+
+def load_initial_weights(model: SegmentationModel, source: str | Path, method: str) -> None:
+    """Weights only from a model folder or a training checkpoint (e.g. transductive from inductive)."""
+    from safetensors.torch import load_file
+
+    from vocaseg.models.registry import MODEL_WEIGHTS
+
+    source = Path(source)
+    if source.is_dir():
+        if not (source / MODEL_WEIGHTS).is_file():
+            raise CheckpointError(f"run.init: {source} has no {MODEL_WEIGHTS}; pass a model folder")
+        state = load_file(str(source / MODEL_WEIGHTS))
+    else:
+        state = ckpt.load_checkpoint(source, method)["model"]
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"run.init: {source} does not fit model {method!r}: missing {missing[:8]}, "
+            f"unexpected {unexpected[:8]}"
+        )
+
+
+def parameter_counts(model: nn.Module) -> tuple[int, int]:
+    """(total, trainable) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return total, trainable
+
+
+def describe_model(model: nn.Module) -> str:
+    """Module tree, a per-child parameter table and the total / trainable counts."""
+    lines = [repr(model), "", f"{'module':<40} {'params':>14} {'trainable':>14}"]
+    for name, child in model.named_children():
+        total, trainable = parameter_counts(child)
+        lines.append(f"{name:<40} {total:>14,} {trainable:>14,}")
+    total, trainable = parameter_counts(model)
+    lines.append(f"{'total':<40} {total:>14,} {trainable:>14,}")
+    return "\n".join(lines)
+
+
+class _TrainStep(nn.Module):
+    """``forward(batch) -> losses``: what DDP wraps, so gradient sync covers the whole loss."""
+
+    def __init__(self, model: SegmentationModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        return self.model.loss(batch, self.model.forward_train(batch))
+
+
+class _EpochSamples(torch.utils.data.Dataset):
+    """Pipeline samples of one epoch, each drawn with an RNG keyed by (seed, epoch, index)."""
+
+    def __init__(self, data: TrainData, seed: int, epoch: int) -> None:
+        self.source, self.seed, self.epoch = data.source, seed, epoch
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        return self.source.sample(index, rng)
+
+
+def to_device(value: Any, device: torch.device) -> Any:
+    """Move tensors in nested dicts / lists / tuples to ``device``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device, non_blocking=True)
+    if isinstance(value, dict):
+        return {k: to_device(v, device) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_device(v, device) for v in value)
+    return value
+
+
+class Trainer:
+    """Builds everything from a :class:`TrainConfig` and runs it: ``Trainer(cfg).train()``.
+
+    ``resume``: ``None`` (start fresh; refuses an output folder that has checkpoints), ``"auto"``
+    (the newest checkpoint in the output folder, if any) or a checkpoint path.
+    """
+
+    def __init__(
+        self, cfg: TrainConfig, output: str | Path | None = None, resume: str | None = None
+    ) -> None:
+        self.cfg = cfg
+        self.output = Path(output or cfg.run.output)
+        self.dist, self.device = D.init_distributed(cfg.run.device)
+        self.precision = self._precision()
+        torch.manual_seed(cfg.run.seed)  # identical initial weights on every process
+        self.model = build_model(cfg).to(self.device)
+        self.data = build_pipeline(cfg, self.model)
+        self.model.prepare_training(self.data.vocabulary, self.data.setting)
+        self.model.train()
+
+        per_epoch = len(self.data.source) // (cfg.data.batch_size * self.dist.world_size)
+        self.steps_per_epoch = per_epoch // cfg.optim.accumulate
+        if self.steps_per_epoch < 1:
+            raise ConfigError(
+                f"the training set has {len(self.data.source)} samples, fewer than one global "
+                f"batch ({cfg.data.batch_size} × {cfg.optim.accumulate} accumulation × "
+                f"{self.dist.world_size} processes); lower data.batch_size or optim.accumulate"
+            )
+        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.schedule = build_schedule(cfg.schedule, cfg.optim.lr, self.steps_per_epoch)
+        self.total_steps = self.schedule.total
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.sampler = D.ShardedSampler(
+            len(self.data.source),
+            self.dist,
+            seed=cfg.run.seed,
+            shuffle=cfg.data.shuffle,
+            drop_last=cfg.data.drop_last,
+        )
+        self.step = 0
+        self.epoch = 0
+        self.batch_in_epoch = 0  # micro-batches of the current epoch already consumed
+        self.resumed_from: Path | None = None
+        torch.manual_seed(cfg.run.seed + 1000 * self.dist.rank)  # per-process training RNG
+        self._resume(resume)
+        if self.dist.enabled:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.step_module: nn.Module = nn.parallel.DistributedDataParallel(
+                _TrainStep(self.model), device_ids=device_ids
+            )
+        else:
+            self.step_module = _TrainStep(self.model)
+
+    # ----------------------------------------------------------------------------------- set-up
+
+    def _precision(self) -> str:
+        wanted = self.cfg.run.precision
+        if self.device.type != "cuda":
+            if wanted in ("bf16", "fp16"):
+                raise ConfigError(
+                    f"run.precision={wanted} needs a GPU; use fp32 or auto on the CPU"
+                )
+            return "fp32"
+        if wanted == "auto":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return wanted
+
+    def _resume(self, resume: str | None) -> None:
+        folder = self.output / CHECKPOINTS
+        if resume is None:
+            if ckpt.list_checkpoints(folder):
+                raise ConfigError(
+                    f"{self.output} already holds checkpoints; pass --resume auto to continue "
+                    "that run or choose another --output"
+                )
+            return
+        if resume == "auto":
+            found = ckpt.list_checkpoints(folder)
+            if not found:
+                return
+            path = found[-1]
+        else:
+            path = Path(resume)
+        state = ckpt.load_checkpoint(path, self.cfg.method)
+        missing, unexpected = self.model.load_state_dict(state["model"], strict=False)
+        if missing or unexpected:
+            raise CheckpointError(
+                f"{path} does not fit this model: missing {missing[:8]}, unexpected {unexpected[:8]}"
+            )
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError) as err:
+            raise CheckpointError(
+                f"{path}: optimiser state does not fit this config ({err}); the parameter groups "
+                "changed (optim.lr_mult / no_decay); resume with the original config"
+            ) from None
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.step, self.epoch = int(state["step"]), int(state["epoch"])
+        self.batch_in_epoch = int(state["batch_in_epoch"])
+        rngs = state["rng"]
+        if len(rngs) != self.dist.world_size:
+            raise CheckpointError(
+                f"{path} was written by {len(rngs)} processes, this run has "
+                f"{self.dist.world_size}; exact resumption needs the same number"
+            )
+        ckpt.set_rng_state(rngs[self.dist.rank])
+        self.resumed_from = path
+
+    # ------------------------------------------------------------------------------------- loop
+
+    def _micro_batches(self) -> Iterator[dict[str, Any]]:
+        """Micro-batches from the current data position on, epoch after epoch."""
+        cfg = self.cfg.data
+        per_epoch = self.steps_per_epoch * self.cfg.optim.accumulate
+        while True:
+            self.sampler.set_position(self.epoch, self.batch_in_epoch * cfg.batch_size)
+            loader = torch.utils.data.DataLoader(
+                _EpochSamples(self.data, self.cfg.run.seed, self.epoch),
+                batch_size=cfg.batch_size,
+                sampler=self.sampler,
+                num_workers=cfg.num_workers,
+                collate_fn=self.data.collate_fn,
+                pin_memory=self.device.type == "cuda",
+                drop_last=True,
+                # Worker seeds from a private generator: the global torch RNG stays untouched.
+                generator=torch.Generator().manual_seed(self.cfg.run.seed + self.epoch),
+            )
+            for batch in loader:
+                if self.batch_in_epoch >= per_epoch:
+                    break
+                self.batch_in_epoch += 1
+                yield batch
+            self.epoch += 1
+            self.batch_in_epoch = 0
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def _optimizer_step(self, micro: list[dict[str, Any]]) -> dict[str, float]:
+        """One optimiser step over ``micro`` batches; returns the mean loss terms."""
+        counts = [self.model.count_targets(b) for b in micro]
+        if counts[0] is not None:
+            normaliser = D.global_target_count(counts, self.dist, self.device)
+            for batch in micro:
+                batch["num_targets"] = normaliser
+        self.schedule.apply(self.optimizer, self.step)
+        self.model.before_train_step(self.step, self.total_steps)
+        sums: dict[str, torch.Tensor] = {}
+        for index, batch in enumerate(micro):
+            last = index == len(micro) - 1
+            # DDP all-reduces gradients on the last micro-batch only.
+            sync = (
+                self.step_module.no_sync()
+                if self.dist.enabled and not last
+                else contextlib.nullcontext()
+            )
+            with sync, self._autocast():
+                losses = self.step_module(batch)
+                loss = losses["loss"].float() / len(micro)
+            self.scaler.scale(loss).backward()
+            for key, value in losses.items():
+                sums[key] = sums.get(key, 0.0) + value.detach().float() / len(micro)
+        total = sums["loss"].item()
+        if not math.isfinite(total) and self.precision != "fp16":
+            raise FloatingPointError(
+                f"loss is {total} at step {self.step}; lower optim.lr or enable optim.grad_clip"
+            )
+        if self.cfg.optim.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            sums["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, self.cfg.optim.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {key: float(value) for key, value in sums.items()}
+
+    def train(self) -> Path:
+        """Run to ``total_steps``; returns the final model folder (``<output>/final``)."""
+        cfg = self.cfg
+        if self.dist.is_main:
+            write_json(self.output / "train_config.json", to_dict(cfg))
+        logger = TrainLogger(
+            self.output,
+            self.total_steps,
+            start_step=self.step,
+            tensorboard=cfg.logging.tensorboard,
+            progress=cfg.logging.progress,
+            enabled=self.dist.is_main,
+        )
+        if self.resumed_from is not None:
+            logger.message(f"resumed from {self.resumed_from} at step {self.step}")
+        micro_batches = self._micro_batches()
+        try:
+            while self.step < self.total_steps:
+                tic = time.perf_counter()
+                micro = [
+                    to_device(next(micro_batches), self.device) for _ in range(cfg.optim.accumulate)
+                ]
+                values = self._optimizer_step(micro)
+                self.step += 1
+                logger.step(values["loss"], 1.0 / max(time.perf_counter() - tic, 1e-9))
+                if self.step % cfg.logging.every == 0 or self.step == self.total_steps:
+                    values["lr"] = self.optimizer.param_groups[0]["lr"]
+                    values["epoch"] = self.epoch + self.batch_in_epoch / (
+                        self.steps_per_epoch * cfg.optim.accumulate
+                    )
+                    logger.log(self.step, values)
+                if cfg.eval.every and self.step % cfg.eval.every == 0:
+                    logger.log(self.step, self.evaluate())
+                if self.step % cfg.checkpoint.every == 0 or self.step == self.total_steps:
+                    self.save_checkpoint()
+        finally:
+            logger.close()
+        final = self.output / FINAL
+        if self.dist.is_main:
+            save_model(self.model, final)
+        D.barrier()
+        return final
+
+    # ----------------------------------------------------------------------- checkpoints / eval
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Everything a resumed run needs (collective: every process contributes its RNG)."""
+        rngs = D.all_gather_objects(ckpt.rng_state())
+        vocabulary = self.data.vocabulary
+        return {
+            "method": self.cfg.method,
+            "config": to_dict(self.cfg),
+            "model_config": self.model.config_dict(),
+            "vocabulary": None
+            if vocabulary is None
+            else {
+                "classes": [list(names) for names in vocabulary.classes],
+                "seen": None if vocabulary.seen is None else list(vocabulary.seen),
+            },
+            "split": self.data.split,
+            "dataset": self.data.record,
+            "vocaseg_version": __version__,
+            "git_commit": ckpt.git_commit(),
+            "world_size": self.dist.world_size,
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "rng": rngs,
+        }
+
+    def save_checkpoint(self) -> Path | None:
+        """Write ``checkpoints/ckpt_<step>.pt`` on rank 0 and keep the newest N."""
+        state = self.checkpoint_state()
+        path = None
+        if self.dist.is_main:
+            folder = self.output / CHECKPOINTS
+            path = ckpt.save_checkpoint(ckpt.checkpoint_path(folder, self.step), state)
+            ckpt.prune_checkpoints(folder, self.cfg.checkpoint.keep_last)
+        D.barrier()
+        return path
+
+    def evaluate(self) -> dict[str, float]:
+        """Evaluate on ``eval.dataset`` (default: the training dataset's ``eval.split``)."""
+        from vocaseg.engine.evaluator import evaluate
+
+        from vocaseg.data import load_dataset
+
+        cfg = self.cfg
+        dataset = load_dataset(
+            cfg.eval.dataset or cfg.data.dataset,
+            root=cfg.eval.root or cfg.data.root,
+            split=cfg.eval.split,
+        )
+        vocabulary = dataset.classes
+        seen = self.data.vocabulary.seen if self.data.vocabulary is not None else None
+        self.model.eval()
+        try:
+            result = evaluate(
+                self.model,
+                dataset,
+                vocabulary,
+                device=self.device,
+                limit=cfg.eval.max_images,
+                seen=seen,
+                progress=False,
+                **cfg.eval.options,
+            )
+        finally:
+            self.model.train()
+        summary = result.summary if hasattr(result, "summary") else {}
+        return {
+            f"eval/{key}": float(value)
+            for key, value in summary.items()
+            if isinstance(value, (int, float))
+        }
