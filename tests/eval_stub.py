@@ -1,0 +1,79 @@
+"""Test-only method "colour_stub": labels each pixel with the class whose synthetic-shapes colour
+is nearest (vocaseg.data.synthetic.class_colour). It honours the method contract with no learning,
+so evaluator and CLI tests can check exact numbers. Shared by tests/engine and tests/cli."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vocaseg.clip.model import CLIPConfig
+from vocaseg.data.synthetic import class_colour
+from vocaseg.models.base import Preprocess, SegmentationModel
+from vocaseg.models.registry import register_model
+
+# create_model builds a CLIP for every method; keep the one this stub ignores tiny.
+TINY_CLIP = {
+    "embed_dim": 8,
+    "image_size": 16,
+    "vision_layers": 1,
+    "vision_width": 16,
+    "vision_patch_size": 8,
+    "text_width": 8,
+    "text_layers": 1,
+    "vision_heads": 1,
+    "text_heads": 1,
+    "context_length": 8,
+    "vocab_size": 64,
+}
+
+
+@dataclass
+class StubConfig:
+    window: int = 0  # > 0: sliding window of this size, stride window // 2
+    clip: Any = field(default_factory=lambda: dict(TINY_CLIP))
+
+    def __post_init__(self) -> None:
+        if isinstance(self.clip, dict):
+            self.clip = CLIPConfig.from_dict(self.clip)
+
+
+class ColourStub(SegmentationModel):
+    def __init__(self, cfg: StubConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.scale = nn.Parameter(torch.ones(()))  # gives the model a device, dtype and hash
+        self.preprocess = Preprocess(
+            mean=(0.0, 0.0, 0.0),
+            std=(1.0, 1.0, 1.0),
+            short_side=None,
+            window=cfg.window or None,
+            stride=cfg.window // 2 or None,
+        )
+
+    def encode_vocabulary(self, vocabulary):
+        return torch.stack([torch.from_numpy(class_colour(i)) for i in range(len(vocabulary))])
+
+    def forward(self, images, text):
+        # -squared distance of each pixel colour to each class colour: [B, K, H, W]
+        diff = images[:, None] - text[None, :, :, None, None]
+        return -self.scale * diff.pow(2).sum(2)
+
+    def config_dict(self):
+        return {"window": self.cfg.window, "clip": asdict(self.cfg.clip)}
+
+
+@register_model("colour_stub", StubConfig, "test-only nearest-colour classifier")
+def build_colour_stub(cfg: StubConfig, clip: Any) -> ColourStub:
+    return ColourStub(cfg)
+
+
+def nearest_colour_labels(image, num_classes):
+    """Independent reference: argmin colour distance per pixel, numpy."""
+    colours = np.stack([class_colour(i) for i in range(num_classes)])
+    dist = ((image[:, :, None, :].astype(np.float64) - colours[None, None]) ** 2).sum(-1)
+    return dist.argmin(-1)
