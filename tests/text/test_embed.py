@@ -135,11 +135,25 @@ def test_explicit_weights_id_and_settings(tiny_vit_clip):
     assert custom.settings()["templates_sha256"] == settings["templates_sha256"]
 
 
-def test_embeddings_can_enter_autograd(tiny_vit_clip):
-    text = TextEmbedder(tiny_vit_clip, templates="single", disk_cache=False).embed(VOCAB)
+def test_embeddings_cached_under_inference_mode_can_enter_autograd(tiny_vit_clip, tmp_path):
+    """The Segmenter embeds under inference_mode; a trainer in the same process reuses the rows."""
+    with torch.inference_mode():
+        TextEmbedder(tiny_vit_clip, templates="single", cache_dir=tmp_path).embed(VOCAB)
+    embedder = TextEmbedder(tiny_vit_clip, templates="single", cache_dir=tmp_path)
+    text = embedder.embed(VOCAB)
+    assert embedder.encoder_calls == 0
     weight = torch.ones(text.shape[1], requires_grad=True)
-    (text * weight).sum().backward()
+    (text @ weight).square().sum().backward()  # saves ``text`` for backward
     assert weight.grad is not None
+
+
+def test_autocast_does_not_change_cached_rows(tiny_vit_clip):
+    plain = TextEmbedder(tiny_vit_clip, templates="single", disk_cache=False).embed(VOCAB)
+    clear_memory_cache()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast = TextEmbedder(tiny_vit_clip, templates="single", disk_cache=False).embed(VOCAB)
+    assert autocast.dtype == torch.float32
+    torch.testing.assert_close(autocast, plain, atol=1e-6, rtol=0)
 
 
 def test_name_too_long_for_the_context_is_named(tiny_vit_clip):

@@ -183,7 +183,8 @@ class TextEmbedder:
         device = self.clip.token_embedding.weight.device
         features = [None] * len(prompts)
         starts = range(0, len(order), self.batch_size)
-        with torch.inference_mode():
+        # fp32 whatever autocast the caller runs under, so the cached rows do not depend on it.
+        with torch.inference_mode(), torch.autocast(device.type, enabled=False):
             for start in tqdm(starts, desc="text", unit="batch", disable=len(starts) < 2):
                 batch = order[start : start + self.batch_size]
                 width = max(lengths[i] for i in batch)  # causal: padding after EOT is never seen
@@ -193,9 +194,7 @@ class TextEmbedder:
                     features[i] = row
                 self.encoder_calls += 1
                 self.texts_encoded += len(batch)
-        # Leave inference mode so the cached rows can enter autograd graphs later.
-        per_template = torch.stack(features).clone()  # [N*T, D]
-        per_template = per_template.view(len(names), len(self.templates), -1)  # [N, T, D]
+        per_template = torch.stack(features).view(len(names), len(self.templates), -1)  # [N, T, D]
         return F.normalize(per_template.mean(dim=1), dim=-1)
 
     def _path(self, key: tuple[str, str, str]) -> Path:
