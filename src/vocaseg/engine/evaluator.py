@@ -220,9 +220,7 @@ def evaluate(
         for batch in _batches(
             dataset, indices, batch_size, num_classes, ignore_index, on_error, skipped, bar
         ):
-            images = torch.stack(
-                [torch.from_numpy(np.ascontiguousarray(s["image"])) for s in batch]
-            )  # [B, H, W, 3] uint8
+            images = torch.from_numpy(np.stack([s["image"] for s in batch]))  # [B, H, W, 3]
             images = images.permute(0, 3, 1, 2).float().to(device)  # [B, 3, H, W], 0-255
             labels = protocol.labels(predict_scores(model, images, text, queries))  # [B, H, W]
             for sample, pred in zip(batch, labels):
