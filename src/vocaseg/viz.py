@@ -70,6 +70,13 @@ def class_areas(label: np.ndarray, num_classes: int) -> np.ndarray:
     return counts / max(counts.sum(), 1)
 
 
+def legend_entries(label: np.ndarray, class_names: Sequence[str]) -> list[tuple[int, str, float]]:
+    """(class index, name, area fraction) of every class present, largest area first."""
+    areas = class_areas(label, len(class_names))
+    order = np.argsort(-areas, kind="stable")
+    return [(int(i), class_names[i], float(areas[i])) for i in order if areas[i] > 0]
+
+
 def boundary_mask(label: np.ndarray) -> np.ndarray:
     """Pixels [H, W] bool whose right or lower neighbour has another class."""
     edges = np.zeros(label.shape, dtype=bool)
@@ -119,11 +126,10 @@ def _font(size: int) -> ImageFont.ImageFont:
 def _with_legend(
     image: Image.Image, label: np.ndarray, class_names: Sequence[str], colours: np.ndarray
 ) -> Image.Image:
-    areas = class_areas(label, len(class_names))
-    present = [int(i) for i in np.argsort(-areas, kind="stable") if areas[i] > 0]
+    entries = legend_entries(label, class_names)
     font = _font(14)
     row, swatch, margin = 20, 14, 8
-    lines = [f"{class_names[i]}  {100 * areas[i]:.1f}%" for i in present]
+    lines = [f"{name}  {100 * area:.1f}%" for _, name, area in entries]
     measure = ImageDraw.Draw(image)
     text_width = max(int(measure.textlength(line, font=font)) for line in lines)
     panel_w = margin * 3 + swatch + text_width
@@ -132,7 +138,7 @@ def _with_legend(
     canvas.paste(image, (0, 0))
     draw = ImageDraw.Draw(canvas)
     x0 = image.width + margin
-    for n, (index, line) in enumerate(zip(present, lines)):
+    for n, ((index, _, _), line) in enumerate(zip(entries, lines)):
         y = margin + n * row
         box = (x0, y + 2, x0 + swatch, y + 2 + swatch)
         draw.rectangle(box, fill=tuple(int(c) for c in colours[index]), outline="black")
