@@ -15,6 +15,7 @@ epoch, sample index). Rank 0 alone writes checkpoints, logs and the final model 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import time
 from collections.abc import Iterator
@@ -342,6 +343,7 @@ class Trainer:
                     self.save_checkpoint()
         finally:
             logger.close()
+        self.check_replicas()
         final = self.output / FINAL
         if self.dist.is_main:
             save_model(self.model, final)
@@ -389,11 +391,23 @@ class Trainer:
         D.barrier()
         return path
 
+    def check_replicas(self) -> None:
+        """Raise if the processes' weights differ (they must stay bit-identical under DDP)."""
+        if not self.dist.enabled:
+            return
+        digest = hashlib.sha256()
+        for value in self.model.state_dict().values():
+            digest.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+        digests = D.all_gather_objects(digest.hexdigest())
+        if len(set(digests)) != 1:
+            raise RuntimeError(f"model weights differ between processes: {digests}")
+        if self.dist.is_main:
+            print(f"weights identical on all {self.dist.world_size} processes ({digests[0][:12]})")
+
     def evaluate(self) -> dict[str, float]:
         """Evaluate on ``eval.dataset`` (default: the training dataset's ``eval.split``)."""
-        from vocaseg.engine.evaluator import evaluate
-
         from vocaseg.data import load_dataset
+        from vocaseg.engine.evaluator import evaluate
 
         cfg = self.cfg
         dataset = load_dataset(
@@ -417,9 +431,4 @@ class Trainer:
             )
         finally:
             self.model.train()
-        summary = result.summary if hasattr(result, "summary") else {}
-        return {
-            f"eval/{key}": float(value)
-            for key, value in summary.items()
-            if isinstance(value, (int, float))
-        }
+        return {f"eval/{key}": float(value) for key, value in result.summary.items()}
