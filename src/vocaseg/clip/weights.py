@@ -7,11 +7,19 @@ architecture; ``load`` reads weights from a known name (downloaded on first use)
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import zipfile
 from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
+import torch
+
+from vocaseg.clip import convert, hub
 from vocaseg.clip.model import CLIP, OPENAI_MEAN, OPENAI_STD, CLIPConfig
-from vocaseg.errors import ConfigError
+from vocaseg.errors import CheckpointError, ConfigError
 
 INCEPTION_MEAN = (0.5, 0.5, 0.5)
 INCEPTION_STD = (0.5, 0.5, 0.5)
@@ -222,3 +230,190 @@ def build(name_or_config: str | CLIPConfig) -> CLIP:
         )
     config = KNOWN_WEIGHTS[name].config if name in KNOWN_WEIGHTS else ARCHITECTURES[name]
     return CLIP(config).eval()
+
+
+def download(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Fetch the known weights ``name`` into the cache (no-op when cached); returns the file."""
+    canonical = canonical_name(name)
+    if canonical not in KNOWN_WEIGHTS:
+        raise ConfigError(f"unknown CLIP weights {name!r}; known: {', '.join(known_names())}")
+    return hub.fetch(KNOWN_WEIGHTS[canonical], cache_dir)
+
+
+def load(
+    source: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    cache_dir: str | os.PathLike | None = None,
+    activation: str | None = None,
+) -> CLIP:
+    """A pretrained CLIP in eval mode, fp32, on ``device``.
+
+    ``source`` is a known name (``"ViT-B/16"``, ``"RN50"``, ``"ViT-L-14:laion2b_s32b_b82k"``, ...;
+    downloaded on first use, see :mod:`vocaseg.clip.hub`) or a local path: an OpenAI TorchScript
+    archive or state dict, an open_clip ``.bin``/``.pt``/``.safetensors`` (``state_dict``
+    wrappers and ``module.`` prefixes allowed), a Hugging Face ``CLIPModel`` folder or its bare
+    ``.safetensors``. The architecture is read from the tensors. The activation comes from the HF
+    ``config.json``, else the known table when the file is recognised (by name or archive hash),
+    else QuickGELU; ``activation`` overrides all of these.
+    """
+    path = Path(source).expanduser()
+    entry = None
+    if not path.exists():
+        name = canonical_name(str(source))
+        if name not in KNOWN_WEIGHTS:
+            raise CheckpointError(
+                f"{source}: no such file or folder, and not a known CLIP name; pass a checkpoint "
+                f"path or one of: {', '.join(known_names())}"
+            )
+        entry = KNOWN_WEIGHTS[name]
+        path = hub.fetch(entry, cache_dir)
+    state, hf_config, torchscript = _read(path)
+    fields: dict[str, Any] = {}
+    if convert.is_hf_layout(state):
+        state = convert.hf_to_openai(state)
+        if hf_config is not None:
+            try:
+                fields.update(convert.hf_config_fields(hf_config))
+            except ValueError as err:
+                raise CheckpointError(f"{path}: config.json: {err}") from None
+    entry = entry or _identify(path, torchscript)
+    if entry is not None:
+        fields.setdefault("activation", entry.activation)
+        fields.update(mean=entry.mean, std=entry.std)
+    if activation is not None:
+        fields["activation"] = activation
+    state = convert.drop_openai_extras(state)
+    try:
+        config = convert.infer_config(state, **fields)
+    except KeyError as err:
+        sample = ", ".join(list(state)[:5])
+        raise CheckpointError(
+            f"{path} is not a CLIP checkpoint: it has no {err.args[0]!r} (its keys start: "
+            f"{sample}); pass an OpenAI, open_clip or Hugging Face CLIP checkpoint"
+        ) from None
+    model = CLIP(config)
+    check_keys(model, state, str(path))
+    model.load_state_dict(state)
+    return model.to(device).eval()
+
+
+def check_keys(model: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """Raise ``CheckpointError`` listing missing, unexpected and mis-shaped keys (10 of each)."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if not (missing or unexpected or shapes):
+        return
+
+    def listing(label: str, items: list[str]) -> str:
+        more = f" (+{len(items) - 10} more)" if len(items) > 10 else ""
+        return f"{label} ({len(items)}): {', '.join(items[:10])}{more}"
+
+    parts = [
+        listing(label, items)
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape", shapes))
+        if items
+    ]
+    raise CheckpointError(
+        f"{what} does not fit the CLIP architecture read from it: {'; '.join(parts)}. "
+        "Is it a CLIP checkpoint of another architecture or an incomplete file?"
+    )
+
+
+_WEIGHT_FILES = (
+    "model.safetensors",
+    "pytorch_model.bin",
+    "open_clip_model.safetensors",
+    "open_clip_pytorch_model.safetensors",
+    "open_clip_pytorch_model.bin",
+)
+
+
+def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict | None, bool]:
+    """(fp32 state dict, HF config.json or None, whether it was a TorchScript archive)."""
+    folder = path if path.is_dir() else path.parent
+    if path.is_dir():
+        found = next((folder / n for n in _WEIGHT_FILES if (folder / n).is_file()), None)
+        if found is None:
+            raise CheckpointError(
+                f"{path}: the folder holds none of {', '.join(_WEIGHT_FILES)}; pass the weights "
+                "file itself or a Hugging Face CLIPModel folder"
+            )
+        path = found
+    hf_config = None
+    if (folder / "config.json").is_file():
+        try:
+            hf_config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            raise CheckpointError(f"{folder / 'config.json'} is unreadable ({err})") from None
+    raw, torchscript = _read_file(path)
+    try:
+        state = convert.unwrap_state_dict(raw)
+    except ValueError:
+        raise CheckpointError(
+            f"{path} holds no dict of tensors; pass a CLIP state dict or checkpoint"
+        ) from None
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    return state, hf_config, torchscript
+
+
+def _read_file(path: Path) -> tuple[Any, bool]:
+    """Load a weights file by its content: safetensors, TorchScript archive or torch pickle."""
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"{path} is empty; download or copy it again")
+    if len(head) == 9 and head[8:9] == b"{":  # safetensors: u64 header length, then JSON
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path)), False
+        except (SafetensorError, OSError, ValueError) as err:
+            raise CheckpointError(
+                f"{path} is a damaged or truncated safetensors file ({err}); download it again"
+            ) from None
+    if head[:2] == b"PK":  # zip: torch.save or TorchScript
+        try:
+            names = zipfile.ZipFile(path).namelist()
+        except zipfile.BadZipFile:
+            raise CheckpointError(
+                f"{path} is a truncated or damaged archive; download or copy it again"
+            ) from None
+        if any(n.endswith("constants.pkl") or "/code/" in n for n in names):
+            # TorchScript: tensors plus TorchScript code, never arbitrary pickled objects
+            try:
+                return torch.jit.load(str(path), map_location="cpu").state_dict(), True
+            except RuntimeError as err:
+                raise CheckpointError(f"{path} is a damaged TorchScript archive ({err})") from None
+    elif head[:1] != b"\x80":  # neither zip nor a legacy pickle
+        raise CheckpointError(
+            f"{path} is not a checkpoint (not safetensors, zip or pickle); pass a .pt, .bin, "
+            ".safetensors file or a Hugging Face folder"
+        )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True), False
+    except Exception as err:  # torch raises RuntimeError/UnpicklingError/EOFError for bad files
+        raise CheckpointError(
+            f"{path} could not be read as a weights-only checkpoint ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:200]}); it is truncated or holds pickled code"
+        ) from None
+
+
+def _identify(path: Path, torchscript: bool) -> KnownWeights | None:
+    """The known entry a local file is, by its name or location, else (OpenAI archives) by hash."""
+    text = str(path.resolve())
+    for entry in KNOWN_WEIGHTS.values():
+        archive = entry.openai_url.rsplit("/", 1)[1] if entry.openai_url else None
+        if entry.repo.replace("/", "--") in text or entry.repo in text or path.name == archive:
+            return entry
+    if torchscript:
+        digest = hub.sha256_file(path)
+        return next((e for e in KNOWN_WEIGHTS.values() if e.openai_sha256 == digest), None)
+    return None
