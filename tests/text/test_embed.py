@@ -101,6 +101,15 @@ def test_corrupt_cache_file_is_re_encoded(tiny_vit_clip, tmp_path):
     assert embedder.encoder_calls == 1
 
 
+def test_unwritable_cache_warns_and_still_embeds(tiny_vit_clip, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    embedder = TextEmbedder(tiny_vit_clip, templates="single", cache_dir=blocker / "text")
+    with pytest.warns(UserWarning, match="not writable.*VOCASEG_CACHE"):
+        out = embedder.embed(VOCAB)
+    assert out.shape[0] == 3 and embedder.cache_dir is None
+
+
 def test_cache_key_changes_with_text_weights_and_templates(tiny_vit_clip, tmp_path):
     base = TextEmbedder(tiny_vit_clip, templates="coco15", cache_dir=tmp_path)
     before = base.embed(VOCAB)

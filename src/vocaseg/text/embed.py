@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -177,9 +178,8 @@ class TextEmbedder:
                 prompts.append(prompt)
                 lengths.append(length)
         tokens = tokenizer(prompts, context_length=context)  # [N, context]
-        order = sorted(
-            range(len(prompts)), key=lengths.__getitem__
-        )  # similar lengths batch together
+        # Prompts of similar length batch together, so little is padded.
+        order = sorted(range(len(prompts)), key=lengths.__getitem__)
         device = self.clip.token_embedding.weight.device
         features = [None] * len(prompts)
         starts = range(0, len(order), self.batch_size)
@@ -219,11 +219,20 @@ class TextEmbedder:
         return True
 
     def _save(self, name: str, key: tuple[str, str, str], row: Tensor) -> None:
+        """Write one row to the disk cache; an unwritable cache only warns and is then skipped."""
         if self.cache_dir is None:
             return
         metadata = {"name": name, "weights_id": key[0], "templates": "\n".join(self.templates)}
-        with atomic_path(self._path(key)) as tmp:
-            save_file({"embedding": row.contiguous()}, tmp, metadata=metadata)
+        try:
+            with atomic_path(self._path(key)) as tmp:
+                save_file({"embedding": row.contiguous()}, tmp, metadata=metadata)
+        except OSError as error:
+            warnings.warn(
+                f"text-embedding cache {self.cache_dir} is not writable ({error}); embeddings "
+                "stay in memory only. Set VOCASEG_CACHE to a writable folder to keep them.",
+                stacklevel=3,
+            )
+            self.cache_dir = None
 
 
 def _as_vocabulary(vocabulary: Vocabulary | Sequence[str | Sequence[str]]) -> Vocabulary:
