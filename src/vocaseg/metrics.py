@@ -25,32 +25,39 @@ def confusion_matrix(
 ) -> ArrayLike:
     """int64 [C, C] counts of (GT row, prediction column) over pixels whose GT is not ignored.
 
-    ``pred`` and ``gt`` are integer arrays of one shape (numpy or torch; torch stays on its device
-    and returns a tensor, numpy returns an ndarray). GT values other than ``ignore_index`` and
+    ``pred`` and ``gt`` are integer arrays of one shape (numpy or torch). Numpy input returns an
+    ndarray; torch input returns a tensor on its device (CPU work runs in numpy, whose bincount is
+    far faster there; CUDA work stays on the GPU). GT values other than ``ignore_index`` and
     predictions must lie in [0, C); anything else is a ``ValueError`` naming the value.
     """
-    as_numpy = isinstance(pred, np.ndarray) and isinstance(gt, np.ndarray)
-    pred_t = torch.as_tensor(pred)
-    gt_t = torch.as_tensor(gt, device=pred_t.device)
-    if pred_t.shape != gt_t.shape:
+    if tuple(pred.shape) != tuple(gt.shape):
         raise ValueError(
-            f"prediction shape {tuple(pred_t.shape)} differs from GT shape {tuple(gt_t.shape)}"
+            f"prediction shape {tuple(pred.shape)} differs from GT shape {tuple(gt.shape)}"
         )
-    pred_t = pred_t.reshape(-1).long()
-    gt_t = gt_t.reshape(-1).long()
+    on_gpu = isinstance(pred, Tensor) and pred.device.type != "cpu"
+    if on_gpu:
+        lib, p, g = torch, pred.reshape(-1).long(), torch.as_tensor(gt, device=pred.device)
+        g = g.reshape(-1).long()
+    else:
+        lib = np
+        p = (pred.cpu().numpy() if isinstance(pred, Tensor) else np.asarray(pred)).reshape(-1)
+        g = (gt.cpu().numpy() if isinstance(gt, Tensor) else np.asarray(gt)).reshape(-1)
+        p, g = p.astype(np.int64, copy=False), g.astype(np.int64, copy=False)
     if ignore_index is not None:
-        keep = gt_t != ignore_index
-        pred_t, gt_t = pred_t[keep], gt_t[keep]
-    for name, values in (("prediction", pred_t), ("GT", gt_t)):
-        if values.numel() and (values.min() < 0 or values.max() >= num_classes):
+        keep = g != ignore_index
+        p, g = p[keep], g[keep]
+    for name, values in (("prediction", p), ("GT", g)):
+        if values.shape[0] and (values.min() < 0 or values.max() >= num_classes):
             bad = values[(values < 0) | (values >= num_classes)][0].item()
             raise ValueError(
                 f"{name} value {bad} is outside [0, {num_classes}) and is not the ignore value "
                 f"{ignore_index}"
             )
-    counts = torch.bincount(gt_t * num_classes + pred_t, minlength=num_classes * num_classes)
+    counts = lib.bincount(g * num_classes + p, minlength=num_classes * num_classes)
     matrix = counts.reshape(num_classes, num_classes)  # [C_gt, C_pred]
-    return matrix.cpu().numpy() if as_numpy else matrix
+    if on_gpu or not isinstance(pred, Tensor):
+        return matrix
+    return torch.from_numpy(matrix)
 
 
 class ConfusionMatrix:
