@@ -24,7 +24,9 @@ def test_missing_root_lists_candidates_and_fixes(tmp_path, monkeypatch):
     )
     assert "data/ade/ADEChallengeData2016/annotations/validation" in message
     assert "datasets/ADEChallengeData2016" in message
-    assert "--data-root" in message and "vocaseg datasets prepare ade150" in message
+    assert "--data-root" in message and "download and extract the official release" in message
+    with pytest.raises(DatasetError, match="vocaseg datasets prepare ade847 --src"):
+        load_dataset("ade847")
 
 
 def test_missing_split_file(tmp_path):

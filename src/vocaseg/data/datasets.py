@@ -30,6 +30,7 @@ from vocaseg.text.vocab import Vocabulary
 
 ROOT_VARIABLES = ("VOCASEG_DATASETS", "DETECTRON2_DATASETS")
 DEFAULT_ROOTS = ("data", "datasets")  # MMSeg's and detectron2's defaults, relative to the cwd
+CONVERTIBLE = ("coco_stuff", "coco_object", "ade847", "pc59", "pc60", "pc459", "voc_aug")
 
 
 def list_datasets() -> list[str]:
@@ -59,11 +60,15 @@ def find_layout(
             if probe(base, candidate, split):
                 return base, candidate
             looked.append(str(base / candidate.fill(candidate.labels, split)))
+    fix = (
+        f"or build it with 'vocaseg datasets prepare {spec.id} --src ... --dst DIR'"
+        if spec.id in CONVERTIBLE
+        else "or download and extract the official release there"
+    )
     raise DatasetError(
         f"dataset {spec.id!r} (split {split!r}) not found; looked for labels in "
         f"{', '.join(dict.fromkeys(looked))}. Pass the folder holding it with --data-root (root=) "
-        f"or $VOCASEG_DATASETS, or build it with 'vocaseg datasets prepare {spec.id} --src ... "
-        "--dst DIR'"
+        f"or $VOCASEG_DATASETS, {fix}"
     )
 
 

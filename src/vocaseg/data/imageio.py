@@ -31,9 +31,11 @@ def _open(path: str | os.PathLike, what: str) -> Image.Image:
     return image
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """An image as uint8 ``[H, W, 3]`` RGB, EXIF orientation applied."""
-    image = ImageOps.exif_transpose(_open(path, "image"))
+def read_image(path: str | os.PathLike, exif_transpose: bool = True) -> np.ndarray:
+    """An image as uint8 ``[H, W, 3]`` RGB, EXIF orientation applied unless told not to."""
+    image = _open(path, "image")
+    if exif_transpose:
+        image = ImageOps.exif_transpose(image)
     if image.mode != "RGB":
         image = image.convert("RGBA" if image.mode == "P" else image.mode).convert("RGB")
     return np.asarray(image, dtype=np.uint8)

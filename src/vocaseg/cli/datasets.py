@@ -1,0 +1,88 @@
+"""``vocaseg datasets list | check NAME | prepare NAME``: find, verify and build benchmark data.
+
+``list`` prints every dataset id with its class count and where it is found under the current
+roots; ``check`` reads every sample of one dataset and reports problems (unreadable files,
+undefined label values, size mismatches, count differences); ``prepare`` runs a converter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+
+from tqdm import tqdm
+
+from vocaseg.errors import DatasetError, UserError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "datasets",
+        help="list, check and prepare benchmark datasets",
+        description="List the benchmark datasets and where they are found, check one by reading "
+        "every sample, or convert an official release into a readable layout.",
+    )
+    commands = parser.add_subparsers(title="actions", metavar="ACTION", parser_class=type(parser))
+    listing = commands.add_parser("list", help="dataset ids, class counts, where they are found")
+    listing.add_argument("--data-root", help="dataset root (default: search the usual places)")
+    listing.add_argument("--split", default="val")
+    listing.set_defaults(run=run_list)
+    check = commands.add_parser("check", help="read every sample of a dataset, report problems")
+    check.add_argument("name", metavar="NAME")
+    check.add_argument("--data-root", help="dataset root (default: search the usual places)")
+    check.add_argument("--split", default="val")
+    check.add_argument("--layout", help="force a layout id (default: probe in table order)")
+    check.add_argument("--strict", action="store_true", help="a sample count mismatch is an error")
+    check.set_defaults(run=run_check)
+    prepare = commands.add_parser("prepare", help="convert an official release")
+    prepare.add_argument("name", metavar="NAME")
+    prepare.add_argument("--src", required=True, help="downloaded archive or its extracted folder")
+    prepare.add_argument("--dst", required=True, help="dataset root to write into")
+    prepare.set_defaults(run=run_prepare)
+    parser.set_defaults(run=lambda args: parser.print_help() or 0)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from vocaseg.data.datasets import candidate_roots, find_layout
+    from vocaseg.data.layouts import SPECS
+
+    print(f"roots searched: {', '.join(str(r) for r in candidate_roots(args.data_root))}")
+    width = max(len(name) for name in SPECS)
+    for name, spec in SPECS.items():
+        try:
+            root, layout = find_layout(spec, args.split, args.data_root)
+            where = f"found: {root} ({layout.id})"
+        except DatasetError:
+            where = "not found"
+        print(f"  {name:<{width}}  {spec.num_classes:>4} classes  {where}  - {spec.description}")
+    print(f"  {'folder':<{width}}     ? classes  your own data: --data-root with classes.txt")
+    return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from vocaseg.data import load_dataset
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = load_dataset(args.name, args.data_root, args.split, args.layout, args.strict)
+    problems = [str(w.message) for w in caught]
+    for index in tqdm(range(len(data)), desc=f"checking {args.name}", unit="sample"):
+        try:
+            data[index]
+        except UserError as err:
+            problems.append(str(err))
+    record = data.record
+    print(f"{args.name} {args.split}: {len(data)} samples in {record['root']} "
+          f"(layout {record['layout']}, decoder {record['decoder']})")  # fmt: skip
+    for problem in problems:
+        print(f"  problem: {problem}")
+    print("ok" if not problems else f"{len(problems)} problem(s)")
+    return 0 if not problems else 1
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    from vocaseg.data.prepare import prepare
+
+    report = prepare(args.name, args.src, args.dst)
+    print("\n".join(report.lines()))
+    return 0 if report.ok else 1
