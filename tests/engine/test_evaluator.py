@@ -142,3 +142,44 @@ def test_write_results(tmp_path, data):
     assert [r["split"] for r in rows] == ["seen"] * 3 + ["unseen"] * 2
     np.testing.assert_array_equal(np.load(out / "confusion.npz")["confusion"], cm)
     assert len(list((out / "vis").glob("*.png"))) == 2
+
+
+def _distributed_worker(rank, world, port, queue):
+    import torch.distributed as dist
+
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
+    try:
+        result = evaluate(
+            ColourStub(StubConfig()),
+            Broken(ShapesDataset(5, size=40, seed=11), [3]),
+            on_error="skip",
+            progress=False,
+        )
+        queue.put((rank, result.confusion, result.evaluated, result.skipped))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow  # spawns two interpreters (~6-20 s)
+def test_two_processes_shard_without_padding(data):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_distributed_worker, args=(r, 2, port, queue)) for r in range(2)]
+    for p in procs:
+        p.start()
+    results = sorted(queue.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+    expected = expected_matrix(data, [0, 1, 2, 4])
+    for _, confusion, evaluated, skipped in results:
+        np.testing.assert_array_equal(confusion, expected)  # every rank holds the reduced matrix
+        assert evaluated == 4 and [s["index"] for s in skipped] == [3]
