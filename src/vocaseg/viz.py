@@ -123,13 +123,17 @@ def _font(size: int) -> ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
+def _percent(fraction: float) -> str:
+    return "<0.1%" if fraction < 0.0005 else f"{100 * fraction:.1f}%"
+
+
 def _with_legend(
     image: Image.Image, label: np.ndarray, class_names: Sequence[str], colours: np.ndarray
 ) -> Image.Image:
     entries = legend_entries(label, class_names)
     font = _font(14)
     row, swatch, margin = 20, 14, 8
-    lines = [f"{name}  {100 * area:.1f}%" for _, name, area in entries]
+    lines = [f"{name}  {_percent(area)}" for _, name, area in entries]
     measure = ImageDraw.Draw(image)
     text_width = max(int(measure.textlength(line, font=font)) for line in lines)
     panel_w = margin * 3 + swatch + text_width
