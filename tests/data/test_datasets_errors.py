@@ -116,3 +116,9 @@ def test_unreadable_image(tmp_path):
     (tmp_path / "VOCdevkit/VOC2012/JPEGImages/a.png").write_bytes(b"not an image")
     with pytest.raises(DatasetError, match=r"cannot read image .*a\.png"):
         load_dataset("voc21", root=tmp_path)[0]
+
+
+def test_panoptic_png_without_its_json(tmp_path):
+    write_pairs(tmp_path, "coco/val2017", "coco/panoptic_val2017", {"x": label([0])})
+    with pytest.raises(DatasetError, match=r"panoptic_val2017\.json not found"):
+        load_dataset("coco_panoptic", root=tmp_path)[0]

@@ -105,7 +105,8 @@ class LabelDecoder:
     def _load_panoptic(self) -> None:
         if self._json is None or not self._json.is_file():
             raise DatasetError(
-                f"panoptic annotations {self._json} not found; it must sit beside the PNG folder"
+                f"panoptic annotations {self._json} not found; the PNGs of COCO panoptic need "
+                "the JSON of the same release (annotations/panoptic_<split>.json)"
             )
         data = json.loads(self._json.read_text(encoding="utf-8"))
         self._segments = {a["file_name"]: a["segments_info"] for a in data["annotations"]}
@@ -135,14 +136,15 @@ class SegmentationDataset(Sequence):
         classes: Vocabulary,
         decode: LabelDecoder,
         record: dict[str, Any],
+        video: bool = False,
     ) -> None:
         self.name = name
         self.samples = samples
         self.classes = classes
         self.decode = decode
         self.record = record
-        self.videos: dict[str, list[int]] | None = None
-        if "/" in (samples[0].key if samples else ""):
+        self.videos: dict[str, list[int]] | None = None  # video -> frame indices, frames sorted
+        if video:
             self.videos = {}
             for index, sample in enumerate(samples):
                 self.videos.setdefault(sample.key.split("/")[0], []).append(index)
@@ -282,4 +284,5 @@ def load_dataset(
         "class_list_sha256": list_sha,
         "ignore_index": ignore_value(len(classes)),
     }
-    return SegmentationDataset(name, samples, classes, decode, record)
+    video = name in SPECS and SPECS[name].video
+    return SegmentationDataset(name, samples, classes, decode, record, video)
