@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from vocaseg.data import transforms
 from vocaseg.data.transforms import (
-    TestTransform,
     TrainTransform,
     hsv_to_rgb,
     photometric_distortion,
@@ -135,7 +135,7 @@ def test_rescale_size_keeps_ratio():
 
 def test_test_transform_resizes_short_side_only():
     sample = blocks_sample(48, 80)
-    out = TestTransform(short_side=24, mean=MEAN, std=STD)(sample)
+    out = transforms.TestTransform(short_side=24, mean=MEAN, std=STD)(sample)
     assert out["image"].shape == (3, 24, 40)
     assert out["label"].shape == (48, 80)
     assert torch.equal(out["label"], torch.from_numpy(sample["label"]))

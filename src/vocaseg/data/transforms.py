@@ -225,8 +225,6 @@ class TestTransform:
     """Keep-ratio resize so the short side is ``short_side`` (long side capped by ``max_long_side``),
     then normalise; labels are left untouched (scores are compared at the GT's resolution)."""
 
-    __test__ = False  # not a pytest class
-
     def __init__(
         self,
         short_side: int | None = 512,
