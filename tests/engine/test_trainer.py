@@ -142,6 +142,7 @@ def test_existing_run_needs_resume(tmp_path):
         ({"data": {"pipeline": "nope"}}, "unknown data.pipeline"),
         ({"data": {"zero_shot": {"setting": "inductive", "unseen": ["unicorn"]}}}, "unicorn"),
         ({"data": {"batch_size": 64}}, "fewer than one global batch"),
+        ({"run": {"device": "cpu", "precision": "bf16"}}, "needs a GPU"),
     ],
 )
 def test_bad_configs_fail_before_training(tmp_path, monkeypatch, sections, message):
@@ -150,3 +151,15 @@ def test_bad_configs_fail_before_training(tmp_path, monkeypatch, sections, messa
     with pytest.raises(ConfigError, match=message):
         run(tmp_path, **sections)
     assert not started
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_on_gpu(tmp_path, precision):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    trainer = run(tmp_path, steps=4, run={"device": "cuda", "precision": precision})
+    assert all(v == v for v in losses(tmp_path))  # finite, no NaN
+    state = load_checkpoint(list_checkpoints(tmp_path / "checkpoints")[-1])
+    assert (state["scaler"] is not None) == (precision == "fp16")
+    assert trainer.model.head.weight.dtype == torch.float32  # master weights stay fp32
