@@ -198,13 +198,30 @@ def video_consistency(
     return total, count
 
 
-def pooled_video_consistency(
-    videos: Iterable[tuple[Sequence[ArrayLike], Sequence[ArrayLike]]], n: int = 8
-) -> float:
-    """VC_n in percent: the mean window score over all windows of all (preds, gts) videos."""
-    total, count = 0.0, 0
-    for preds, gts in videos:
-        video_total, video_count = video_consistency(preds, gts, n)
-        total += video_total
-        count += video_count
-    return 100 * total / count if count else float("nan")
+class VideoConsistency:
+    """Pools VC_n over videos (one ``update`` per whole video); ``all_reduce`` sums over ranks."""
+
+    def __init__(self, n: int = 8) -> None:
+        self.n = n
+        self.total = 0.0
+        self.count = 0
+
+    def update(self, preds: Sequence[ArrayLike], gts: Sequence[ArrayLike]) -> None:
+        total, count = video_consistency(preds, gts, self.n)
+        self.total += total
+        self.count += count
+
+    def all_reduce(self) -> None:
+        """Sum (score total, window count) over torch.distributed ranks, in float64."""
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return
+        backend = torch.distributed.get_backend()
+        device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else "cpu"
+        payload = torch.tensor([self.total, float(self.count)], dtype=torch.float64, device=device)
+        torch.distributed.all_reduce(payload)
+        self.total, self.count = float(payload[0]), int(payload[1])
+
+    @property
+    def value(self) -> float:
+        """VC_n in percent (NaN before any window)."""
+        return 100 * self.total / self.count if self.count else float("nan")
