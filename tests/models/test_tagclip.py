@@ -157,7 +157,7 @@ def _trainable(tiny_vit_config, vocab, **overrides):
         return torch.stack([texts[n] for n in vocabulary.class_names])
 
     model.encode_vocabulary = fake_encode
-    model.set_training_vocabulary(vocab)
+    model.prepare_training(vocab, model.config.setting)
     return model, received
 
 

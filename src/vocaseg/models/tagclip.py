@@ -37,7 +37,7 @@ IGNORE_INDEX = 255
 class TagCLIPConfig:
     """TagCLIP / ZegCLIP settings (specs/tagclip.md §2.5 presets, §3 losses, §4 inference)."""
 
-    clip: str = "ViT-B/16"
+    clip: Any = "ViT-B/16"  # a known CLIP name, or CLIPConfig fields (tiny test models)
     setting: Literal["inductive", "transductive", "supervised"] = "inductive"
     num_prompts: int = 10  # N: 10 VOC, 100 COCO, 35 Context
     pos_grid: int = 32  # positional table resized to this grid at load (512 / 16)
@@ -61,6 +61,12 @@ class TagCLIPConfig:
     crop_size: int = 512
     slide_stride: int = 426
     init_from: str | None = None  # model folder to warm-start from (weights only)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.clip, dict):
+            from vocaseg.clip.model import CLIPConfig
+
+            self.clip = CLIPConfig.from_dict(self.clip)
 
 
 class RelationshipDescriptor(nn.Module):
@@ -175,6 +181,7 @@ class TagCLIP(SegmentationModel):
         )
         self.train_vocabulary: Vocabulary | None = None
         self._train_text: Tensor | None = None
+        self._embedder = None  # TextEmbedder, built on first use
 
     def train(self, mode: bool = True) -> TagCLIP:
         super().train(mode)
@@ -188,8 +195,9 @@ class TagCLIP(SegmentationModel):
         set and the model a trusty token (without a seen set τ, calibration and weighting are off)."""
         from vocaseg.text.embed import TextEmbedder
 
-        embedder = TextEmbedder(self.clip, templates=self.config.templates)
-        text = embedder(vocabulary).to(self.device)
+        if self._embedder is None:
+            self._embedder = TextEmbedder(self.clip, templates=self.config.templates)
+        text = self._embedder.embed(vocabulary).to(self.device)
         if vocabulary.seen is not None:
             text = self.head.append_trusty(text)
         return text
@@ -222,23 +230,38 @@ class TagCLIP(SegmentationModel):
 
     # ----- training ----------------------------------------------------------------------------
 
-    def set_training_vocabulary(self, vocabulary: Vocabulary) -> None:
-        """The dataset's classes, with ``seen`` for inductive / transductive training.
+    def train_needs(self) -> frozenset[str]:
+        """Inductive training with the released trusty target reads the unmasked ``label_full``."""
+        cfg = self.config
+        if cfg.setting == "inductive" and cfg.trusty_token and cfg.trusty_target == "unseen":
+            return frozenset({"label_full"})
+        return frozenset()
 
-        Inductive training encodes only the seen names (in seen order); the unseen ids are kept
-        solely to build the trusty target from ``label_full``.
-        """
-        setting = self.config.setting
-        if setting != "supervised" and vocabulary.seen is None:
+    def prepare_training(self, vocabulary: Vocabulary | None, setting: str) -> None:
+        """Encode the training queries: the seen names only (in seen order) when inductive, all
+        classes otherwise. Unseen ids are kept solely to build the trusty target and pseudo-labels."""
+        cfg = self.config
+        if vocabulary is None:
+            raise ConfigError(f"{self.name} trains on labelled data; use the 'semantic' pipeline")
+        if setting != cfg.setting:
             raise ConfigError(
-                f"{setting} training needs a seen/unseen split; set data.zero_shot.unseen"
+                f"model.setting is {cfg.setting!r} but data.zero_shot.setting is {setting!r}; "
+                "set both to the same value"
             )
+        if setting != "supervised" and vocabulary.seen is None:
+            raise ConfigError(f"{setting} training needs a seen/unseen split (data.zero_shot)")
         self.train_vocabulary = vocabulary
-        queried = vocabulary
+        queried = Vocabulary(vocabulary.classes)
         if setting == "inductive":
             queried = Vocabulary(tuple(vocabulary.classes[i] for i in vocabulary.seen))
         with torch.no_grad():
             self._train_text = self.encode_vocabulary(queried)
+
+    def count_targets(self, batch: dict[str, Any]) -> float:
+        """Labelled (image, class) pairs of this micro-batch; the trainer turns the global sum into
+        ``batch["num_targets"]`` (N_m). Transductive pairs are counted before pseudo-labelling."""
+        label = batch["label"]
+        return float(sum(int((img.unique() != IGNORE_INDEX).sum()) for img in label))
 
     def _split_ids(self) -> tuple[list[int], list[int]]:
         vocab = self.train_vocabulary
@@ -253,7 +276,7 @@ class TagCLIP(SegmentationModel):
         inductive with ``trusty_target="unseen"`` only).
         """
         if self._train_text is None:
-            raise ConfigError("call set_training_vocabulary(vocabulary) before training TagCLIP")
+            raise ConfigError("call prepare_training(vocabulary, setting) before training TagCLIP")
         text = self.head.append_trusty(self._train_text.to(self.device))
         label = batch["label"].to(self.device).long()
         logits = self(batch["image"].to(self.device), text)
@@ -300,7 +323,9 @@ class TagCLIP(SegmentationModel):
         class_ids = torch.arange(classes, device=label.device)  # seen positions or dataset ids
         targets = (label[:, None] == class_ids.view(1, -1, 1, 1)).float()  # [B, C, H, W]
         present = targets.flatten(2).any(-1)  # [B, C]
-        n_m = num_masks(present)
+        n_m = batch.get("num_targets")
+        if n_m is None:
+            n_m = num_masks(present)
         masks = logits[:, :classes]
         focal = sigmoid_focal_loss(masks, targets, n_m, cfg.focal_alpha, cfg.focal_gamma)
         dice = dice_loss(masks, targets, n_m, present)
@@ -320,6 +345,7 @@ class TagCLIP(SegmentationModel):
         return {"loss": total, **losses}
 
     def config_dict(self) -> dict[str, Any]:
+        """The config; ``init_from`` is dropped (the weights are in the model folder)."""
         return {**to_dict(self.config), "init_from": None}
 
 

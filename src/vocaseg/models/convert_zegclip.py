@@ -1,0 +1,225 @@
+"""Released ZegCLIP checkpoints (and checkpoints of the official TagCLIP code) -> vocaseg model
+folders. Layout and renaming table: specs/tagclip.md §8.
+
+vocaseg keeps CLIP's own parameter names inside the model (``clip.visual.conv1``,
+``clip.visual.transformer.resblocks.{i}``, ...), so the official backbone keys map onto them with
+the ``backbone.`` prefix replaced by ``clip.visual.``; the prompts map onto ``vpt.*`` and the
+decode head onto ``head.*``. Every conversion step is a pure function:
+
+- :func:`read_checkpoint`: the mmcv dict -> (state dict without ``module.``, meta), weights-only.
+- :func:`convert_state_dict`: official keys -> vocaseg keys (unknown keys are an error).
+- :func:`infer_config`: method name and config values read off the tensors.
+- :func:`convert_checkpoint`: all of it, strict shape checks, the list of unfilled parameters.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from vocaseg.errors import CheckpointError
+
+_BACKBONE_RENAMES = {
+    "prompt_embeddings": "vpt.shallow",
+    "deep_prompt_embeddings": "vpt.deep",
+}
+_BACKBONE_PREFIX_RENAMES = {"prompt_proj.": "vpt.proj.", "prompt_norm.": "vpt.norm."}
+_LAYER_RENAMES = {
+    "multihead_attn.": "cross_attn.",
+    "norm2.": "norm_attn.",
+    "norm3.": "norm_ffn.",
+    "linear1.": "ffn.fc1.",
+    "linear2.": "ffn.fc2.",
+}
+_LAYER = re.compile(r"^decode_head\.(?:decoder_1|decoder)\.layers\.(\d+)\.(.*)$")
+_DROPPED = re.compile(r"^(text_encoder\.|decode_head\.loss_decode\.)")
+
+
+@dataclass
+class ConversionReport:
+    """What a conversion did: inferred settings, dropped keys, parameters left unfilled."""
+
+    method: str
+    config: dict[str, Any]
+    classes: list[str] | None
+    num_train_classes: int | None
+    dropped: list[str] = field(default_factory=list)
+    unfilled: list[str] = field(default_factory=list)
+    frozen_mismatches: list[str] = field(default_factory=list)
+
+
+def read_checkpoint(path: str | Path, allow_pickle: bool = False) -> tuple[dict[str, Tensor], dict]:
+    """Load an mmcv checkpoint (``{"meta", "state_dict", "optimizer"}``) with ``weights_only``.
+
+    ``allow_pickle=True`` permits full unpickling (only for files you trust).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path} (check the path)")
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
+    except Exception as err:  # unpickling errors come in many types
+        hint = "" if allow_pickle else "; if you trust the file, retry with --allow-pickle"
+        raise CheckpointError(
+            f"cannot read {path} as a weights-only checkpoint ({err}){hint}"
+        ) from None
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path} holds a {type(raw).__name__}, not a checkpoint dict")
+    state = raw.get("state_dict", raw)
+    meta = raw.get("meta") or {}
+    state = {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, Tensor)}
+    if not any(k.startswith("backbone.") for k in state) or not any(
+        k.startswith("decode_head.") for k in state
+    ):
+        raise CheckpointError(
+            f"{path} is not a ZegCLIP/TagCLIP checkpoint (no backbone.* and decode_head.* "
+            "weights); for other methods use their own loader"
+        )
+    return state, meta
+
+
+def _rename(key: str, self_attn_layer0: bool) -> str | None:
+    """vocaseg name of official ``key``; None when the tensor is dropped."""
+    if _DROPPED.match(key):
+        return None
+    if key.startswith("backbone."):
+        name = key.removeprefix("backbone.")
+        if name in _BACKBONE_RENAMES:
+            return _BACKBONE_RENAMES[name]
+        for old, new in _BACKBONE_PREFIX_RENAMES.items():
+            if name.startswith(old):
+                return new + name.removeprefix(old)
+        return "clip.visual." + name
+    if key == "decode_head.disc_token":
+        return "head.trusty_token"
+    for prefix in ("decode_head.relationship_discriptor.q_proj.", "decode_head.q_proj."):
+        if key.startswith(prefix):
+            return "head.descriptor.proj." + key.removeprefix(prefix)
+    match = _LAYER.match(key)
+    if match:
+        index, rest = int(match.group(1)), match.group(2)
+        if rest.startswith(("self_attn.", "norm1.")):
+            if index == 0 and self_attn_layer0:  # TagCLIP's trusty learner
+                return "head.trusty_learner." + rest.replace("self_attn.", "attn.").replace(
+                    "norm1.", "norm."
+                )
+            return None  # ZegCLIP's allocated-but-unused self-attention
+        for old, new in _LAYER_RENAMES.items():
+            if rest.startswith(old):
+                return f"head.blocks.{index}.{new}{rest.removeprefix(old)}"
+    raise CheckpointError(f"unknown key {key!r} in a ZegCLIP/TagCLIP checkpoint")
+
+
+def is_tagclip(state: dict[str, Tensor]) -> bool:
+    """Official TagCLIP code (``relationship_discriptor``, ``decoder.layers``) vs ZegCLIP."""
+    return any(k.startswith("decode_head.relationship_discriptor.") for k in state)
+
+
+def convert_state_dict(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
+    """Official keys -> vocaseg keys. Returns the converted dict and the dropped official keys."""
+    learner = is_tagclip(state)
+    converted, dropped = {}, []
+    for key, value in state.items():
+        name = _rename(key, learner)
+        if name is None:
+            dropped.append(key)
+        else:
+            converted[name] = value
+    return converted, dropped
+
+
+def infer_config(state: dict[str, Tensor], meta: dict) -> tuple[str, dict[str, Any]]:
+    """Method name and config values read off the official tensors (N, grid, τ, learner, head)."""
+    try:
+        prompts = state["backbone.prompt_embeddings"]
+        fc1 = next(v for k, v in state.items() if k.endswith("layers.0.linear1.weight"))
+    except (KeyError, StopIteration):
+        raise CheckpointError(
+            "the checkpoint lacks backbone.prompt_embeddings or the decode-head layers; "
+            "it is not a ZegCLIP/TagCLIP checkpoint"
+        ) from None
+    layers = {int(m.group(1)) for k in state if (m := _LAYER.match(k))}
+    tag = is_tagclip(state)
+    config = {
+        "num_prompts": int(prompts.shape[1]),
+        "pos_grid": math.isqrt(state["backbone.positional_embedding"].shape[0] - 1),
+        "head_depth": len(layers),
+        "head_ffn": int(fc1.shape[0]),
+        "trusty_token": "decode_head.disc_token" in state,
+        "trusty_learner": tag and any(".layers.0.self_attn." in k for k in state),
+    }
+    method = "tagclip" if config["trusty_token"] or config["trusty_learner"] else "zegclip"
+    return method, config
+
+
+def convert_checkpoint(
+    path: str | Path,
+    output: str | Path | None = None,
+    clip: Any = None,
+    allow_pickle: bool = False,
+    **overrides: Any,
+) -> tuple[Any, ConversionReport]:
+    """Convert a released checkpoint into a vocaseg model (saved to ``output`` when given).
+
+    ``clip``: the CLIP whose text tower (absent from the checkpoint) the model uses: a ``CLIP``,
+    a name or file for :func:`vocaseg.clip.load`, or None (random, ViT-B/16; listed as unfilled).
+    When the CLIP has pretrained weights, the checkpoint's frozen visual tensors are compared with
+    it and differences are listed. ``overrides`` set config fields (e.g. ``setting``).
+    """
+    from vocaseg import clip as clip_lib
+    from vocaseg.models.registry import create_model, save_model
+
+    state, meta = read_checkpoint(path, allow_pickle)
+    method, config = infer_config(state, meta)
+    pretrained = clip is not None
+    if clip is None:
+        clip = clip_lib.build("ViT-B/16")
+    elif not isinstance(clip, torch.nn.Module):
+        clip = clip_lib.load(clip)
+    model = create_model(method, clip=clip, **{**config, **overrides})
+    reference = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("clip.")}
+    converted, dropped = convert_state_dict(state)
+    own = model.state_dict()
+    unexpected = sorted(set(converted) - set(own))
+    wrong = [
+        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+        for k, v in converted.items()
+        if k in own and v.shape != own[k].shape
+    ]
+    if unexpected or wrong:
+        raise CheckpointError(
+            f"{path} does not fit {method}: unexpected {unexpected[:5]}, shape mismatches {wrong[:5]}"
+        )
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in converted.items()}, strict=False)
+    unfilled = sorted(k for k in own if k not in converted)
+    if not pretrained:
+        unfilled = [k for k in unfilled if not k.startswith("clip.")] + ["clip.* text tower"]
+    else:
+        unfilled = [k for k in unfilled if not k.startswith("clip.")]
+    mismatches = []
+    if pretrained:
+        for key, value in converted.items():
+            if key in reference and not torch.allclose(
+                value.float(), reference[key].float(), atol=1e-2, rtol=1e-2
+            ):
+                mismatches.append(key)
+    classes = meta.get("CLASSES")
+    empty = state.get("decode_head.loss_decode.criterion.empty_weight")
+    report = ConversionReport(
+        method=method,
+        config={**config, **overrides},
+        classes=list(classes) if classes is not None else None,
+        num_train_classes=int(empty.shape[0]) - 1 if empty is not None else None,
+        dropped=dropped,
+        unfilled=unfilled,
+        frozen_mismatches=mismatches,
+    )
+    if output is not None:
+        save_model(model, output)
+    return model, report
