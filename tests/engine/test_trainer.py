@@ -163,3 +163,12 @@ def test_mixed_precision_on_gpu(tmp_path, precision):
     state = load_checkpoint(list_checkpoints(tmp_path / "checkpoints")[-1])
     assert (state["scaler"] is not None) == (precision == "fp16")
     assert trainer.model.head.weight.dtype == torch.float32  # master weights stay fp32
+
+
+@pytest.mark.slow  # starts worker processes (~10 s on a shared 2-core VM)
+def test_worker_processes_do_not_change_the_data(tmp_path):
+    # Augmentation RNG is keyed by (seed, epoch, index), not by worker state.
+    inline = run(tmp_path / "inline", steps=2, data={"num_workers": 0})
+    workers = run(tmp_path / "workers", steps=2, data={"num_workers": 2})
+    for key, value in inline.model.state_dict().items():
+        assert torch.equal(workers.model.state_dict()[key], value), key
