@@ -27,6 +27,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from vocaseg.clip.hub import cache_root
 from vocaseg.clip.tokenizer import default_tokenizer
 from vocaseg.errors import ConfigError, VocabularyError
 from vocaseg.io import atomic_path
@@ -64,9 +65,8 @@ def text_weights_id(clip: nn.Module) -> str:
 
 
 def default_cache_dir() -> Path:
-    """``$VOCASEG_CACHE/text``, else ``~/.cache/vocaseg/text``."""
-    root = os.environ.get("VOCASEG_CACHE") or Path.home() / ".cache" / "vocaseg"
-    return Path(root) / "text"
+    """``text/`` in the weights cache: ``$VOCASEG_CACHE/text``, else ``~/.cache/vocaseg/text``."""
+    return cache_root() / "text"
 
 
 class TextEmbedder:
