@@ -37,7 +37,7 @@ def resize_image(image: Array, size: tuple[int, int]) -> Array:
     if image.shape[:2] == size:
         return image
     x = (
-        torch.tensor(image).permute(2, 0, 1)[None].float()
+        torch.tensor(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
     )  # copy (input may be read-only); [1, 3, H, W]
     x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
     return x[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
@@ -47,7 +47,7 @@ def resize_label(label: Array, size: tuple[int, int]) -> Array:
     """Nearest-neighbour resize of an integer map [H, W]."""
     if label.shape[:2] == size:
         return label
-    x = torch.tensor(label)[None, None].float()  # [1, 1, H, W]
+    x = torch.tensor(np.ascontiguousarray(label))[None, None].float()  # [1, 1, H, W]
     x = F.interpolate(x, size=size, mode="nearest")
     return x[0, 0].numpy().astype(label.dtype)
 
@@ -127,7 +127,7 @@ def photometric_distortion(
 
 def _normalize(image: Array, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """uint8 [H, W, 3] -> float32 [3, H, W], (x - mean) / std on the 0-255 scale."""
-    x = torch.tensor(image).permute(2, 0, 1).float()
+    x = torch.tensor(np.ascontiguousarray(image)).permute(2, 0, 1).float()
     return (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
 
 
