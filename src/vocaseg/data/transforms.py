@@ -36,9 +36,8 @@ def resize_image(image: Array, size: tuple[int, int]) -> Array:
     """Bilinear resize (half-pixel centres, no antialias, as OpenCV) of uint8 [H, W, 3] -> uint8."""
     if image.shape[:2] == size:
         return image
-    x = (
-        torch.tensor(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
-    )  # copy (input may be read-only); [1, 3, H, W]
+    # torch.tensor copies: inputs may be read-only (PIL) or flipped (negative strides).
+    x = torch.tensor(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()  # [1, 3, H, W]
     x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
     return x[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
 
