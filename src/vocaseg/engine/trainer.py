@@ -270,13 +270,13 @@ class Trainer:
 
     def _optimizer_step(self, micro: list[dict[str, Any]]) -> dict[str, float]:
         """One optimiser step over ``micro`` batches; returns the mean loss terms."""
+        self.schedule.apply(self.optimizer, self.step)
+        self.model.before_train_step(self.step, self.total_steps)
         counts = [self.model.count_targets(b) for b in micro]
         if counts[0] is not None:
             normaliser = D.global_target_count(counts, self.dist, self.device)
             for batch in micro:
                 batch["num_targets"] = normaliser
-        self.schedule.apply(self.optimizer, self.step)
-        self.model.before_train_step(self.step, self.total_steps)
         sums: dict[str, torch.Tensor] = {}
         for index, batch in enumerate(micro):
             last = index == len(micro) - 1
