@@ -107,15 +107,17 @@ def create_model(
     ``config``: a YAML file (its ``model:`` section), a dict or a config dataclass; keyword
     ``overrides`` set single fields. The CLIP it stands on is ``clip`` if given, else loaded from
     ``clip_weights`` (a known name or a file, see ``vocaseg.clip.load``), else built with random
-    weights in the architecture the config names (no download).
+    weights in the architecture the config's ``clip`` field names (no download). A method whose
+    config sets ``clip: null`` (e.g. a student trained without CLIP) gets ``clip=None``.
     """
     from vocaseg import clip as clip_lib
 
     entry = get_entry(name)
     cfg = build_config(name, config, **overrides)
-    if clip is None:
-        arch = getattr(cfg, "clip", "ViT-B/16")
-        clip = clip_lib.load(clip_weights) if clip_weights is not None else clip_lib.build(arch)
+    if clip is None and clip_weights is not None:
+        clip = clip_lib.load(clip_weights)
+    elif clip is None and getattr(cfg, "clip", "ViT-B/16") is not None:
+        clip = clip_lib.build(getattr(cfg, "clip", "ViT-B/16"))
     model = entry.builder(cfg, clip)
     model.name = name
     return model
