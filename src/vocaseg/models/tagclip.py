@@ -15,6 +15,7 @@ differently in different vocabularies. ZegCLIP is the ``zegclip`` preset (no τ,
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -349,22 +350,28 @@ class TagCLIP(SegmentationModel):
         return {**to_dict(self.config), "init_from": None}
 
 
-def warm_start(model: TagCLIP, folder: str) -> list[str]:
-    """Copy every same-named, same-shaped tensor of the model folder ``folder`` into ``model``.
+def warm_start(model: TagCLIP, source: str | Path) -> list[str]:
+    """Copy every same-named tensor of a model folder or training checkpoint ``source`` into
+    ``model`` (e.g. TagCLIP from ZegCLIP, transductive from inductive); tensors the model lacks
+    (τ when it is off) are skipped, a shape mismatch is an error.
 
-    Returns the names of parameters left at their initial values (e.g. τ and the trusty learner
-    when starting TagCLIP from ZegCLIP). A tensor whose shape differs is an error.
+    Returns the names of the parameters left at their initial values (τ and the trusty learner
+    when starting TagCLIP from ZegCLIP).
     """
-    from pathlib import Path
-
     from safetensors.torch import load_file
 
+    from vocaseg.engine.checkpoint import load_checkpoint
     from vocaseg.models.registry import MODEL_WEIGHTS
 
-    path = Path(folder) / MODEL_WEIGHTS
-    if not path.is_file():
-        raise CheckpointError(f"init_from: {path} not found; pass a vocaseg model folder")
-    state = load_file(str(path))
+    source = Path(source)
+    if source.is_dir():
+        if not (source / MODEL_WEIGHTS).is_file():
+            raise CheckpointError(
+                f"init_from: {source} has no {MODEL_WEIGHTS}; pass a model folder"
+            )
+        state = load_file(str(source / MODEL_WEIGHTS))
+    else:
+        state = load_checkpoint(source, model.name or None)["model"]
     own = model.state_dict()
     wrong = [
         f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
@@ -372,7 +379,7 @@ def warm_start(model: TagCLIP, folder: str) -> list[str]:
         if k in own and v.shape != own[k].shape
     ]
     if wrong:
-        raise CheckpointError(f"init_from {folder}: shapes differ: {'; '.join(wrong[:5])}")
+        raise CheckpointError(f"init_from {source}: shapes differ: {'; '.join(wrong[:5])}")
     model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
     return sorted(set(own) - set(state))
 
@@ -380,7 +387,9 @@ def warm_start(model: TagCLIP, folder: str) -> list[str]:
 def _build(cfg: TagCLIPConfig, clip: nn.Module) -> TagCLIP:
     model = TagCLIP(cfg, clip)
     if cfg.init_from:
-        warm_start(model, cfg.init_from)
+        missing = warm_start(model, cfg.init_from)
+        if missing:
+            print(f"init_from {cfg.init_from}: left at initial values: {', '.join(missing)}")
     return model
 
 
