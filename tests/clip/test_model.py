@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vocaseg.clip.model import CLIP, CLIPConfig
+from vocaseg.clip.model import CLIP, CLIPConfig, QuickGELU
 from vocaseg.clip.weights import ARCHITECTURES, KNOWN_WEIGHTS, build
 from vocaseg.errors import ConfigError
 
@@ -206,3 +206,11 @@ def test_build_laion_name_sets_activation_and_stats():
         model = build("vit-l-14:laion2b-s32b-b82k")
     assert model.config == config
     assert isinstance(model.transformer.resblocks[0].mlp.gelu, torch.nn.GELU)
+
+
+def test_quick_gelu_inference_path_matches_formula():
+    x = torch.randn(4, 7, requires_grad=True)
+    expected = x * torch.sigmoid(1.702 * x)
+    torch.testing.assert_close(QuickGELU()(x), expected)  # autograd path
+    with torch.no_grad():
+        torch.testing.assert_close(QuickGELU()(x), expected.detach())  # in-place path

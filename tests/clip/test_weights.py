@@ -157,7 +157,8 @@ class _Archive(torch.nn.Module):
 
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 def test_torchscript_fp16_archive(tmp_path, vit):
-    traced = torch.jit.trace(_Archive(vit), torch.randn(1, 3, 32, 32))
+    with torch.no_grad():
+        traced = torch.jit.trace(_Archive(vit), torch.randn(1, 3, 32, 32))
     torch.jit.save(traced.half(), str(tmp_path / "model.pt"))
     loaded = load(tmp_path / "model.pt")
     assert loaded.visual.proj.dtype == torch.float32

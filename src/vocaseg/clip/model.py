@@ -117,7 +117,10 @@ class QuickGELU(nn.Module):
     """x · sigmoid(1.702 x), the activation of the OpenAI CLIP transformers."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return x * torch.sigmoid(1.702 * x)
+        if torch.is_grad_enabled() and x.requires_grad:
+            return x * torch.sigmoid(1.702 * x)
+        # inference: one temporary instead of two on the widest activation in the model
+        return torch.mul(x, 1.702).sigmoid_().mul_(x)
 
 
 def make_activation(name: str) -> nn.Module:
