@@ -69,6 +69,8 @@ def main() -> None:
             lambda: tag.vpt.encode(tag.clip.visual, image), args.repeats, device
         )
         rows.append(("TagCLIP prompted backbone only (VPT ViT-B/16)", backbone))
+        g, patches = tag.vpt.encode(tag.clip.visual, image)
+        rows.append(("TagCLIP head only (descriptor, learner, 3 ATM blocks)", median_seconds(lambda: tag.head(g, patches, with_tau), args.repeats, device)))  # fmt: skip
         rows.append(("TagCLIP forward (backbone + head)", median_seconds(lambda: tag(image, with_tau), args.repeats, device)))  # fmt: skip
         rows.append(("ZegCLIP forward", median_seconds(lambda: zeg(image, text), args.repeats, device)))  # fmt: skip
         rows.append(("MaskCLIP forward (same backbone, training-free)", median_seconds(lambda: mask(image, text), args.repeats, device)))  # fmt: skip
