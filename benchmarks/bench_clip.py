@@ -1,7 +1,7 @@
 """vocaseg's ViT image encoder vs transformers' ``CLIPVisionModelWithProjection`` on the same random
 ViT-B/16 weights (converted HF -> OpenAI layout), fp32 CPU, ``torch.inference_mode``.
 
-Timings are interleaved (ours, theirs, ours, ...) in one process; the median of each is reported with
+Timings are interleaved in one process (the order alternates each round); the median of each is reported with
 the ratio theirs / ours (> 1 means vocaseg is faster). Run: ``python benchmarks/bench_clip.py``.
 """
 
@@ -65,8 +65,9 @@ def main() -> None:
 
             diff = (run_ours() - run_hf()).abs().max().item()  # also the warm-up
             times: dict[str, list[float]] = {"ours": [], "hf": []}
-            for _ in range(repeats):
-                for name, fn in (("ours", run_ours), ("hf", run_hf)):
+            pair = [("ours", run_ours), ("hf", run_hf)]
+            for i in range(repeats):
+                for name, fn in pair if i % 2 == 0 else pair[::-1]:  # alternate who goes first
                     start = time.perf_counter()
                     fn()
                     times[name].append((time.perf_counter() - start) * 1e3)

@@ -248,7 +248,8 @@ class VisionTransformer(nn.Module):
         x = self.embed(x)
         for i, block in enumerate(self.transformer.resblocks[: max(wanted) + 1]):
             x = block(x)
-            outputs[i] = x
+            if i in wanted:  # keep only what was asked for: memory is reused, not re-faulted
+                outputs[i] = x
         return [outputs[i] for i in wanted]
 
     def forward(self, x: Tensor) -> Tensor:
