@@ -4,6 +4,7 @@ classes are learnt, and inductive training sees neither unseen names nor unseen 
 
 import csv
 
+import numpy as np
 import pytest
 import torch
 
@@ -28,11 +29,13 @@ def shapes_pipeline(cfg, model):
     return semantic_data(dataset, cfg, model)
 
 
-def config(output, steps=150, **model):
+def config(output, steps=300, **model):
+    # Head: 2 heads of 16 channels on the 32-d embedding (ViT-B/16's head has 8 of 64). The mask
+    # logits are the head mean of q·k/sqrt(d_head); 8 heads of 4 channels learn them far slower.
     return {
         "model": {
-            "name": "tagclip", "clip": TINY_CLIP, "pos_grid": 8, "num_prompts": 4, "head_ffn": 64,
-            "crop_size": 64, "slide_stride": 64, "dropout": 0.0, **model,
+            "name": "tagclip", "clip": TINY_CLIP, "pos_grid": 8, "num_prompts": 4, "head_heads": 2,
+            "head_ffn": 64, "crop_size": 64, "slide_stride": 64, "dropout": 0.0, **model,
         },
         "run": {"seed": 0, "output": str(output)},
         "optim": {"lr": 1e-2, "weight_decay": 0.01},
@@ -71,7 +74,14 @@ def _text_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("VOCASEG_CACHE", str(tmp_path / "cache"))
 
 
-@pytest.mark.slow
+def background_only_miou_seen(dataset):
+    """mIoU over the seen classes (percent) of predicting the background (class 0) everywhere:
+    background IoU = its share of the labelled pixels, every seen shape class IoU = 0."""
+    labels = np.concatenate([dataset[i]["label"].ravel() for i in range(len(dataset))])
+    labels = labels[labels != dataset.ignore_index]
+    return 100 * float((labels == 0).mean()) / len(SEEN)
+
+
 def test_inductive_training_learns_seen_classes_without_unseen_names(tmp_path, monkeypatch):
     spy = Spy(monkeypatch)
     trainer = Trainer(parse_train_config(config(tmp_path)))
@@ -89,10 +99,10 @@ def test_inductive_training_learns_seen_classes_without_unseen_names(tmp_path, m
     val = ShapesDataset(num_images=6, size=64, seed=1, split="val", seen=SEEN)
     result = evaluate(trainer.model, val, seen=SEEN, progress=False)
     summary = result.summaries["mmseg"]
-    # Chance accuracy of a class among five is 20 %; the background alone already gives
-    # mIoU_seen near 28 %, so check the seen shape classes' accuracy (percent) as well.
-    assert summary["mIoU_seen"] > 30
-    assert max(summary["Acc"][1:3]) > 60
+    # Every seen class is segmented (IoU in percent), the shapes included, and the seen mIoU is
+    # far above the ~28 % that predicting the background everywhere already scores.
+    assert all(summary["IoU"][c] > 50 for c in SEEN), summary["IoU"]
+    assert summary["mIoU_seen"] > background_only_miou_seen(val) + 40
 
 
 def test_paper_trusty_target_needs_no_unseen_pixels(tmp_path, monkeypatch):
