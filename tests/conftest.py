@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny random CLIPs (ViT and ModifiedResNet) in eval mode with a fixed seed."""
+"""Shared fixtures: tiny random CLIPs (ViT and ModifiedResNet) in eval mode with a fixed seed, and
+a private weights/text cache so tests never read or write the user's ``~/.cache/vocaseg``."""
 
 from __future__ import annotations
 
@@ -6,6 +7,13 @@ import pytest
 import torch
 
 from vocaseg.clip.model import CLIP, CLIPConfig
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VOCASEG_CACHE", str(tmp_path_factory.mktemp("vocaseg-cache")))
+        yield
 
 
 @pytest.fixture

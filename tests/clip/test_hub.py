@@ -112,6 +112,18 @@ def test_offline_raises_weights_not_found(tmp_path, fake_hub, monkeypatch):
     assert "vocaseg download ViT-B/16" in message and "--weights PATH" in message
 
 
+@pytest.mark.parametrize("variable", ["HF_HUB_OFFLINE", "VOCASEG_OFFLINE"])
+def test_offline_flag_skips_the_network(tmp_path, monkeypatch, variable):
+    def network(*args, **kwargs):
+        raise AssertionError("the network was used in offline mode")
+
+    monkeypatch.setenv(variable, "1")
+    monkeypatch.setattr(urllib.request, "urlopen", network)
+    monkeypatch.setattr(hub, "_from_hub", network)
+    with pytest.raises(WeightsNotFoundError, match="offline mode is set"):
+        load("ViT-B/16", cache_dir=tmp_path)
+
+
 def test_openai_archive_fallback_checks_hash(tmp_path, fake_hub, monkeypatch):
     class Response:
         def __init__(self):

@@ -66,6 +66,8 @@ def fetch(entry: KnownWeights, cache_dir: str | os.PathLike | None = None) -> Pa
     if cached is not None:
         return cached
     failures: list[str] = []
+    if _offline():
+        raise _not_found(entry, root, ["offline mode is set ($HF_HUB_OFFLINE or $VOCASEG_OFFLINE)"])
     try:
         import huggingface_hub  # noqa: F401
     except ImportError:
@@ -90,8 +92,20 @@ def fetch(entry: KnownWeights, cache_dir: str | os.PathLike | None = None) -> Pa
             raise
         except Exception as err:
             failures.append(f"{entry.openai_url}: {type(err).__name__}: {err}")
+    raise _not_found(entry, root, failures)
+
+
+def _offline() -> bool:
+    """True when the user asked for no network (read at call time, unlike huggingface_hub)."""
+    flags = (
+        os.environ.get(name, "").strip().lower() for name in ("HF_HUB_OFFLINE", "VOCASEG_OFFLINE")
+    )
+    return any(flag not in ("", "0", "false", "no") for flag in flags)
+
+
+def _not_found(entry: KnownWeights, root: Path, failures: list[str]) -> WeightsNotFoundError:
     looked = ", ".join(str(p) for p in candidate_paths(entry, root))
-    raise WeightsNotFoundError(
+    return WeightsNotFoundError(
         f"weights {entry.name!r} are not cached and could not be downloaded "
         f"({'; '.join(failures)}). Looked in: {looked}. Fix: run 'vocaseg download {entry.name}' "
         "on a connected machine and copy the cache folder (or set $VOCASEG_CACHE), "
