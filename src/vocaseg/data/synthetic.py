@@ -1,6 +1,6 @@
 """Generated "shapes" segmentation datasets for tests, examples and quickstarts (no downloads).
 
-Each foreground class is a shape of one kind (rectangle, ellipse or triangle) in a distinct colour
+Each foreground class is a shape of one kind (square, disc, triangle or bar, as the default names say) in a distinct colour
 with a class-specific stripe texture, drawn over a noisy background class 0, so that a small model
 can learn it and a colour lookup can nearly solve it. A 1-pixel band around every shape is ignore
 (255), as in PASCAL VOC. ``make_shapes_dataset`` writes the generic ``folder`` layout::
@@ -53,11 +53,13 @@ def class_colour(index: int) -> np.ndarray:
 
 
 def _shape_mask(kind: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    """Boolean [size, size] mask of a random rectangle (0), ellipse (1) or triangle (2)."""
+    """Boolean [size, size] mask of a random square (0), disc (1), triangle (2) or bar (3)."""
     yy, xx = np.mgrid[0:size, 0:size]
     cy, cx = rng.uniform(0.2, 0.8, size=2) * size
     ry, rx = rng.uniform(0.12, 0.3, size=2) * size
-    if kind == 0:
+    if kind == 3:  # a long, thin horizontal bar
+        ry, rx = rng.uniform(0.04, 0.07) * size, rng.uniform(0.3, 0.45) * size
+    if kind in (0, 3):
         return (np.abs(yy - cy) <= ry) & (np.abs(xx - cx) <= rx)
     if kind == 1:
         return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
@@ -87,7 +89,7 @@ def make_shapes_sample(
     for cls in rng.choice(
         np.arange(1, num_classes), size=min(count, num_classes - 1), replace=False
     ):
-        label[_shape_mask(int(cls) % 3, size, rng)] = cls
+        label[_shape_mask((int(cls) - 1) % 4, size, rng)] = cls  # kinds follow the class names
     # Texture: class-specific stripe period, so colour and pattern both identify a class.
     yy, xx = np.mgrid[0:size, 0:size]
     period = 3 + label % 4
