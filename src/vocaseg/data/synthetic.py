@@ -3,7 +3,8 @@
 Each foreground class is a shape of one kind (square, disc, triangle or bar, as the default names
 say) in a distinct colour with a class-specific stripe texture, drawn over a noisy background
 class 0, so that a small model can learn it and a colour lookup can nearly solve it. A 1-pixel
-band around every shape is ignore (255), as in PASCAL VOC. ``make_shapes_dataset`` writes the generic ``folder`` layout::
+band around every shape is ignore (255), as in PASCAL VOC. ``make_shapes_dataset`` writes the
+generic ``folder`` layout::
 
     root/images/<split>/<stem>.png   RGB
     root/masks/<split>/<stem>.png    uint8 class ids, 255 = ignore
