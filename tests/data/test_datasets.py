@@ -28,7 +28,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*the benchmark has:UserWarning"
 
 def test_list_datasets_names_every_benchmark():
     assert list_datasets() == [
-        "voc21", "voc20", "voc20b", "voc_aug", "pc60", "pc59", "pc459", "coco_stuff",
+        "voc21", "voc20", "voc20b", "voc_aug", "voc20_aug", "pc60", "pc59", "pc459", "coco_stuff",
         "coco_object", "coco_panoptic", "ade150", "ade847", "cityscapes", "vspw", "vipseg",
         "folder",
     ]  # fmt: skip

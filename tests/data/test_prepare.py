@@ -85,6 +85,9 @@ def test_voc_aug_from_sbd(tmp_path):
     np.testing.assert_array_equal(train[0]["label"][:3, 0], [0, 7, 20])  # from SBD
     np.testing.assert_array_equal(train[1]["label"][:3, 0], [0, 1, 255])  # VOC's own mask
     assert len(load_dataset("voc_aug", root=dst, split="val")) == 1
+    voc20 = load_dataset("voc20_aug", root=dst, split="train")  # the zero-shot training set
+    np.testing.assert_array_equal(voc20[0]["label"][:3, 0], [255, 6, 19])  # reduce-zero
+    assert voc20.class_names[0] == "aeroplane" and voc20.seen == tuple(range(15))
 
 
 def _context_release(tmp_path):

@@ -103,12 +103,15 @@ def test_inductive_training_learns_seen_classes_without_unseen_names(tmp_path, m
     # far above the ~28 % that predicting the background everywhere already scores.
     assert all(summary["IoU"][c] > 50 for c in SEEN), summary["IoU"]
     assert summary["mIoU_seen"] > background_only_miou_seen(val) + 40
+    assert any("unseen-pixel locations" in note for note in result.record["notes"])
 
 
 def test_paper_trusty_target_needs_no_unseen_pixels(tmp_path, monkeypatch):
     spy = Spy(monkeypatch)
-    Trainer(parse_train_config(config(tmp_path, steps=2, trusty_target="seen"))).train()
+    trainer = Trainer(parse_train_config(config(tmp_path, steps=2, trusty_target="seen")))
+    trainer.train()
     assert all(set(batch) == {"label"} for batch in spy.batches)
+    assert trainer.model.result_notes() == []  # the paper's variant needs no caveat
 
 
 def test_setting_mismatch_and_unknown_unseen_class_are_errors(tmp_path):

@@ -264,7 +264,7 @@ def load_dataset(
                 f"{name}: no image/label pairs under {base} in layout {found.id!r}; "
                 "check that image and label names match"
             )
-        classes = load_class_list(spec.class_list, seen=seen_ids(name, spec.num_classes))
+        classes = load_class_list(spec.class_list, seen=seen_ids(spec.class_list, spec.num_classes))
         expected = spec.counts.get(split, ())
         count = len({s.key.split("/")[0] for s in samples}) if spec.video else len(samples)
         _check_count(name, split, count, expected, strict)

@@ -209,6 +209,13 @@ SPECS: dict[str, DatasetSpec] = {
             {"train": (10582,), "val": (1449,), "aug": (9118,)},
             "PASCAL VOC 2012 + SBD train_aug, 21 classes",
         ),
+        DatasetSpec(
+            "voc20_aug", 20, "voc20",
+            (Layout("mmseg", f"{_VOC}/JPEGImages", f"{_VOC}/SegmentationClassAug", "reduce_zero",
+                    split_files=_VOC_SPLIT, splits={"train": "trainaug"}),),
+            {"train": (10582,), "val": (1449,), "aug": (9118,)},
+            "PASCAL VOC 2012 + SBD train_aug, 20 classes, background ignored (ZegCLIP/TagCLIP)",
+        ),
         DatasetSpec("pc60", 60, "pc60", _pc(pc59=False), _PC_COUNTS,
                     "PASCAL Context, 59 classes + background (0)"),
         DatasetSpec("pc59", 59, "pc59", _pc(pc59=True), _PC_COUNTS,

@@ -165,6 +165,7 @@ def model_record(model: SegmentationModel) -> dict[str, Any]:
         "preprocess": dataclasses.asdict(model.preprocess),
         "window": {"crop": model.preprocess.window, "stride": model.preprocess.stride},
         "precision": str(dtype).replace("torch.", ""),
+        "notes": model.result_notes(),
     }
 
 

@@ -124,6 +124,10 @@ class SegmentationModel(nn.Module):
     def before_train_step(self, step: int, total: int) -> None:
         """Called before optimiser step ``step`` (0-based) of ``total``."""
 
+    def result_notes(self) -> list[str]:
+        """Protocol caveats recorded with every evaluation result of this model (default none)."""
+        return []
+
     def config_dict(self) -> dict[str, Any]:
         """The configuration that rebuilds this model with ``create_model(name, config=...)``."""
         raise NotImplementedError

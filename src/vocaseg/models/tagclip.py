@@ -231,12 +231,19 @@ class TagCLIP(SegmentationModel):
 
     # ----- training ----------------------------------------------------------------------------
 
+    def _reads_unseen_locations(self) -> bool:
+        cfg = self.config
+        return cfg.setting == "inductive" and cfg.trusty_token and cfg.trusty_target == "unseen"
+
     def train_needs(self) -> frozenset[str]:
         """Inductive training with the released trusty target reads the unmasked ``label_full``."""
-        cfg = self.config
-        if cfg.setting == "inductive" and cfg.trusty_token and cfg.trusty_target == "unseen":
-            return frozenset({"label_full"})
-        return frozenset()
+        return frozenset({"label_full"}) if self._reads_unseen_locations() else frozenset()
+
+    def result_notes(self) -> list[str]:
+        """Spec §3: inductive runs with trusty_target "unseen" saw where unseen pixels are."""
+        if self._reads_unseen_locations():
+            return ["uses unseen-pixel locations (trusty_target='unseen', released-code variant)"]
+        return []
 
     def prepare_training(self, vocabulary: Vocabulary | None, setting: str) -> None:
         """Encode the training queries: the seen names only (in seen order) when inductive, all
