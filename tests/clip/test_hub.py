@@ -55,6 +55,7 @@ def test_cache_root(monkeypatch, tmp_path):
 def fake_hub(monkeypatch, tmp_path):
     """Replace ``hf_hub_download`` with a copy of a local checkpoint; counts calls."""
     huggingface_hub = pytest.importorskip("huggingface_hub")
+    monkeypatch.setattr(hub, "_reachable", lambda url, timeout=5.0: True)
     calls = []
 
     def fake_download(repo, filename, revision, local_dir):
@@ -122,6 +123,26 @@ def test_offline_flag_skips_the_network(tmp_path, monkeypatch, variable):
     monkeypatch.setattr(hub, "_from_hub", network)
     with pytest.raises(WeightsNotFoundError, match="offline mode is set"):
         load("ViT-B/16", cache_dir=tmp_path)
+
+
+def test_unreachable_hosts_fail_at_once_without_retries(tmp_path, monkeypatch):
+    def network(*args, **kwargs):
+        raise AssertionError("no download may be tried when the hosts are unreachable")
+
+    pytest.importorskip("huggingface_hub")
+    monkeypatch.setattr(hub, "_reachable", lambda url, timeout=5.0: False)
+    monkeypatch.setattr(hub, "_from_hub", network)
+    monkeypatch.setattr(urllib.request, "urlopen", network)
+    with pytest.raises(WeightsNotFoundError, match="unreachable"):
+        load("RN50", cache_dir=tmp_path)
+
+
+def test_reachable_probe(monkeypatch):
+    for variable in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(variable, raising=False)
+    assert not hub._reachable("https://no-such-host.invalid/x", timeout=1)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
+    assert hub._reachable("https://no-such-host.invalid/x", timeout=1)  # the proxy decides
 
 
 def test_openai_archive_fallback_checks_hash(tmp_path, fake_hub, monkeypatch):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -78,14 +80,16 @@ def fetch(entry: KnownWeights, cache_dir: str | os.PathLike | None = None) -> Pa
             ) from None
         failures.append('huggingface_hub is not installed (pip install "vocaseg[hub]")')
     else:
-        for name in entry.filenames:
-            try:
-                return _from_hub(entry, name, root)
-            except CheckpointError:
-                raise
-            except Exception as err:  # offline, missing file, HTTP errors: try the next source
-                failures.append(f"{entry.repo}/{name}: {type(err).__name__}")
+        from huggingface_hub import constants
+
+        if not _reachable(constants.ENDPOINT):
+            failures.append(f"{constants.ENDPOINT} is unreachable (offline?)")
+        elif (path := _first_hub_file(entry, root, failures)) is not None:
+            return path
     if entry.openai_url:
+        if not _reachable(entry.openai_url):
+            failures.append(f"{entry.openai_url} is unreachable (offline?)")
+            raise _not_found(entry, root, failures)
         try:
             return _from_url(entry.openai_url, entry.openai_sha256, root / "openai")
         except CheckpointError:
@@ -93,6 +97,33 @@ def fetch(entry: KnownWeights, cache_dir: str | os.PathLike | None = None) -> Pa
         except Exception as err:
             failures.append(f"{entry.openai_url}: {type(err).__name__}: {err}")
     raise _not_found(entry, root, failures)
+
+
+def _first_hub_file(entry: KnownWeights, root: Path, failures: list[str]) -> Path | None:
+    """Download the first of ``entry``'s hub files that exists; appends the failures met."""
+    for name in entry.filenames:
+        try:
+            return _from_hub(entry, name, root)
+        except CheckpointError:
+            raise
+        except Exception as err:  # missing file, HTTP errors: try the next source
+            failures.append(f"{entry.repo}/{name}: {type(err).__name__}")
+    return None
+
+
+def _reachable(url: str, timeout: float = 5.0) -> bool:
+    """Whether ``url``'s host accepts a connection: a quick probe, so that an offline machine gets
+    its one-line answer at once instead of after the HTTP clients' retries. Behind a proxy the
+    probe cannot tell, so it answers True."""
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 def _offline() -> bool:
