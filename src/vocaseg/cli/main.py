@@ -16,7 +16,7 @@ from vocaseg import __version__
 from vocaseg.errors import UserError
 
 # Command modules, in the order ``vocaseg --help`` lists them.
-COMMAND_MODULES = ["segment", "train", "eval", "models", "datasets", "convert"]
+COMMAND_MODULES = ["segment", "train", "eval", "models", "datasets", "convert", "bench", "export"]
 
 
 class _Parser(argparse.ArgumentParser):
