@@ -29,31 +29,12 @@ from vocaseg.engine.trainer import Trainer
 from vocaseg.models.base import SegmentationModel
 from vocaseg.models.registry import register_model
 
-TINY_CLIP = {
-    "embed_dim": 8,
-    "image_size": 16,
-    "vision_layers": 1,
-    "vision_width": 16,
-    "vision_patch_size": 8,
-    "text_width": 8,
-    "text_layers": 1,
-    "vision_heads": 1,
-    "text_heads": 1,
-    "context_length": 8,
-    "vocab_size": 64,
-}
-
 
 @dataclass
 class BenchConfig:
     width: int = 64
     num_classes: int = 5
-    clip: Any = None  # the registry builds a CLIP this benchmark ignores: keep it tiny
-
-    def __post_init__(self) -> None:
-        from vocaseg.clip.model import CLIPConfig
-
-        self.clip = CLIPConfig.from_dict(dict(self.clip or TINY_CLIP))
+    clip: Any = None  # this benchmark model needs no CLIP
 
 
 class ConvSeg(SegmentationModel):
@@ -80,7 +61,7 @@ class ConvSeg(SegmentationModel):
         return {"loss": F.cross_entropy(outputs, batch["label"], ignore_index=255)}
 
     def config_dict(self) -> dict[str, Any]:
-        return {**asdict(self.cfg), "clip": self.cfg.clip.to_dict()}
+        return asdict(self.cfg)
 
 
 register_model("bench_conv", BenchConfig, "benchmark conv net")(lambda cfg, clip: ConvSeg(cfg))

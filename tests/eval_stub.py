@@ -4,42 +4,22 @@ so evaluator and CLI tests can check exact numbers. Shared by tests/engine and t
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from vocaseg.clip.model import CLIPConfig
 from vocaseg.data.synthetic import class_colour
 from vocaseg.models.base import Preprocess, SegmentationModel
 from vocaseg.models.registry import register_model
-
-# create_model builds a CLIP for every method; keep the one this stub ignores tiny.
-TINY_CLIP = {
-    "embed_dim": 8,
-    "image_size": 16,
-    "vision_layers": 1,
-    "vision_width": 16,
-    "vision_patch_size": 8,
-    "text_width": 8,
-    "text_layers": 1,
-    "vision_heads": 1,
-    "text_heads": 1,
-    "context_length": 8,
-    "vocab_size": 64,
-}
 
 
 @dataclass
 class StubConfig:
     window: int = 0  # > 0: sliding window of this size, stride window // 2
-    clip: Any = field(default_factory=lambda: dict(TINY_CLIP))
-
-    def __post_init__(self) -> None:
-        if isinstance(self.clip, dict):
-            self.clip = CLIPConfig.from_dict(self.clip)
+    clip: Any = None  # this stub needs no CLIP
 
 
 class ColourStub(SegmentationModel):
@@ -64,7 +44,7 @@ class ColourStub(SegmentationModel):
         return -self.scale * diff.pow(2).sum(2)
 
     def config_dict(self):
-        return {"window": self.cfg.window, "clip": asdict(self.cfg.clip)}
+        return asdict(self.cfg)
 
 
 @register_model("colour_stub", StubConfig, "test-only nearest-colour classifier")

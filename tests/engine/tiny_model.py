@@ -10,34 +10,18 @@ Imported by the trainer through ``run.imports: [tiny_model]`` (tests/engine on `
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vocaseg.clip.model import CLIPConfig
 from vocaseg.data.pipelines import register_pipeline, semantic_data
 from vocaseg.data.synthetic import ShapesDataset
 from vocaseg.errors import ConfigError
 from vocaseg.models.base import IMAGENET_MEAN, IMAGENET_STD, Preprocess, SegmentationModel
 from vocaseg.models.registry import register_model
-
-# The registry builds a CLIP for every method; keep the one this model ignores tiny.
-TINY_CLIP = {
-    "embed_dim": 8,
-    "image_size": 16,
-    "vision_layers": 1,
-    "vision_width": 16,
-    "vision_patch_size": 8,
-    "text_width": 8,
-    "text_layers": 1,
-    "vision_heads": 1,
-    "text_heads": 1,
-    "context_length": 8,
-    "vocab_size": 64,
-}
 
 
 @dataclass
@@ -46,11 +30,7 @@ class TinyConfig:
     hidden: int = 8
     dropout: float = 0.1
     needs_full: bool = False  # ask the pipeline for label_full (as TagCLIP's trusty target)
-    clip: Any = field(default_factory=lambda: dict(TINY_CLIP))
-
-    def __post_init__(self) -> None:
-        if isinstance(self.clip, dict):
-            self.clip = CLIPConfig.from_dict(self.clip)
+    clip: Any = None  # this model needs no CLIP
 
 
 class TinyPixelModel(SegmentationModel):
@@ -95,9 +75,7 @@ class TinyPixelModel(SegmentationModel):
         return {"loss": total, "ce": total.detach()}
 
     def config_dict(self) -> dict[str, Any]:
-        data = asdict(self.cfg)
-        data["clip"] = self.cfg.clip.to_dict()
-        return data
+        return asdict(self.cfg)
 
 
 @register_model("tiny_pixel", TinyConfig, "test-only per-pixel classifier")
