@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import builtins
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from vocaseg.text.vocab import Vocabulary
 onnx = pytest.importorskip("onnx")
 
 FAST = ["--set", "templates=single"]
+TAGCLIP_TINY = Path(__file__).parent / "models" / "tagclip_tiny.yaml"
 
 
 @pytest.fixture(autouse=True)
@@ -41,25 +43,41 @@ def _run(capsys, *argv):
     return code, out, err
 
 
-def test_onnx_runtime_matches_pytorch(model, tmp_path):
+def _parity(model, path, text, size, batches=(1, 3)):
+    """ONNX Runtime vs PyTorch for the exported text and other embeddings of the same shape."""
     ort = pytest.importorskip("onnxruntime")
-    vocab = Vocabulary.parse("cat, sofa; couch, floor")
-    path = tmp_path / "tiny.onnx"
-    record = export_onnx(model, vocab, path, size=(48, 64))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    text = np.load(tmp_path / "tiny.text.npy")
-    assert text.shape == (4, 32)  # one row per query: sofa and couch apart
-    torch.manual_seed(1)
-    for batch, queries in ((1, text), (3, np.random.default_rng(0).normal(size=(6, 32)))):
-        images = torch.randn(batch, 3, 48, 64)
-        queries = torch.as_tensor(queries, dtype=torch.float32)
+    other = torch.randn(text.shape)
+    for batch, queries in zip(batches, (torch.as_tensor(text), other)):
+        images = torch.randn(batch, 3, *size)
         (got,) = session.run(None, {"images": images.numpy(), "text": queries.numpy()})
         with torch.no_grad():
             want = model(images, queries)
-        assert got.shape == (batch, len(queries), 3, 4)
+        assert got.shape == tuple(want.shape) and got.shape[:2] == (batch, len(text))
         np.testing.assert_allclose(got, want.numpy(), atol=1e-4, rtol=0)
+
+
+def test_onnx_runtime_matches_pytorch(model, tmp_path):
+    vocab = Vocabulary.parse("cat, sofa; couch, floor")
+    path = tmp_path / "tiny.onnx"
+    record = export_onnx(model, vocab, path, size=(48, 64))
+    text = np.load(tmp_path / "tiny.text.npy")
+    assert text.shape == (4, 32)  # one row per query: sofa and couch apart
     assert np.allclose(text, model.encode_vocabulary(vocab).numpy())
     assert record["input_size"] == [48, 64]
+    torch.manual_seed(1)
+    _parity(model, path, text, (48, 64))
+
+
+def test_tagclip_with_trusty_learner_exports(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("tagclip", config=TAGCLIP_TINY).eval()
+    vocab = Vocabulary(Vocabulary.parse("cat, dog, sofa").classes, seen=(0, 1))
+    path = tmp_path / "tag.onnx"
+    export_onnx(model, vocab, path)  # nn.MultiheadAttention: its fused kernel has no ONNX form
+    text = np.load(tmp_path / "tag.text.npy")
+    assert text.shape == (4, 32)  # three classes and the trusty token
+    _parity(model, path, text, (64, 64))
 
 
 def test_graph_checks_and_infers_shapes(model, tmp_path):
@@ -71,8 +89,8 @@ def test_graph_checks_and_infers_shapes(model, tmp_path):
         value.name: [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
         for value in [*graph.graph.input, *graph.graph.output]
     }
-    assert dims["images"] == ["batch", 3, 32, 32] and dims["text"] == ["queries", 32]
-    assert dims["logits"][:2] == ["batch", "queries"]
+    assert dims["images"] == ["batch", 3, 32, 32] and dims["text"] == [2, 32]
+    assert dims["logits"][:2] == ["batch", 2]
 
 
 def test_cli_writes_onnx_text_and_record(capsys, tiny_vit_clip, tmp_path):

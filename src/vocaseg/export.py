@@ -1,8 +1,10 @@
 """ONNX export of a method's image path (``vocaseg export``); text embeddings are an input.
 
 The graph is ``model.forward``: normalised images [B, 3, H, W] and text embeddings [Q, D] in, dense
-logits [B, Q, h, w] out, with B and Q dynamic and H, W fixed (the CLIP positional table is resized
-for one input size when traced). Beside ``OUT.onnx`` go
+logits [B, Q, h, w] out, with the batch B dynamic and H, W and Q fixed: the CLIP positional table is
+resized for one input size when traced, and methods whose queries attend to each other (TagCLIP's
+trusty learner, ``nn.MultiheadAttention``) trace their query count as a constant. Another
+vocabulary of the same size can reuse the graph with its own embeddings. Beside ``OUT.onnx`` go
 
 - ``OUT.text.npy``: the vocabulary's encoded text embeddings [Q, D] float32, so a deployment runs
   without the text encoder;
@@ -18,6 +20,8 @@ one needs the extra ``onnxscript`` package and gains nothing for these static gr
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -33,11 +37,7 @@ from vocaseg.text.vocab import Vocabulary
 
 INPUT_NAMES = ["images", "text"]
 OUTPUT_NAMES = ["logits"]
-DYNAMIC_AXES = {
-    "images": {0: "batch"},
-    "text": {0: "queries"},
-    "logits": {0: "batch", 1: "queries"},
-}
+DYNAMIC_AXES = {"images": {0: "batch"}, "logits": {0: "batch"}}
 
 
 class ImagePath(nn.Module):
@@ -49,6 +49,17 @@ class ImagePath(nn.Module):
 
     def forward(self, images: Tensor, text: Tensor) -> Tensor:
         return self.model(images, text)
+
+
+@contextmanager
+def _mha_fastpath_off() -> Iterator[None]:
+    """Trace ``nn.MultiheadAttention`` as plain ops: its fused inference kernel has no ONNX form."""
+    enabled = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(enabled)
 
 
 def require_onnx() -> Any:
@@ -104,23 +115,24 @@ def export_onnx(
     json_path, text_path = sidecar_paths(path)
     with torch.no_grad():
         text = model.encode_vocabulary(vocabulary).float().cpu()  # [Q, D]
-        images = torch.zeros(1, 3, height, width)
-        with atomic_path(path) as tmp, warnings.catch_warnings():
-            # The legacy exporter's deprecation notice and the tracer's note that the positional
-            # table is resized for this one size (the fixed H, W recorded below).
-            warnings.simplefilter("ignore", DeprecationWarning)
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            torch.onnx.export(
-                ImagePath(model),
-                (images, text),
-                str(tmp),
-                input_names=INPUT_NAMES,
-                output_names=OUTPUT_NAMES,
-                dynamic_axes=DYNAMIC_AXES,
-                opset_version=opset,
-                dynamo=False,
-            )
-            onnx.checker.check_model(str(tmp))
+    images = torch.zeros(1, 3, height, width)
+    quiet = warnings.catch_warnings()
+    with torch.no_grad(), _mha_fastpath_off(), quiet, atomic_path(path) as tmp:
+        # The legacy exporter's deprecation notice and the tracer's note that the positional table
+        # is resized for this one size (the fixed H, W recorded below).
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(
+            ImagePath(model),
+            (images, text),
+            str(tmp),
+            input_names=INPUT_NAMES,
+            output_names=OUTPUT_NAMES,
+            dynamic_axes=DYNAMIC_AXES,
+            opset_version=opset,
+            dynamo=False,
+        )
+        onnx.checker.check_model(str(tmp))
     with atomic_open(text_path, "wb") as handle:
         np.save(handle, text.numpy())
     record = {
@@ -133,9 +145,9 @@ def export_onnx(
         "inputs": {
             "images": f"float32 [batch, 3, {height}, {width}], normalised with preprocess.mean/std "
             "(0-255 scale)",
-            "text": f"float32 [queries, {text.shape[1]}], e.g. {text_path.name}",
+            "text": f"float32 [{text.shape[0]}, {text.shape[1]}], e.g. {text_path.name}",
         },
-        "outputs": {"logits": "float32 [batch, queries, h, w], the method's dense logits"},
+        "outputs": {"logits": f"float32 [batch, {text.shape[0]}, h, w], the dense logits"},
         "postprocess": "upsample the logits to the input size, then the method's window_output "
         "and finalize (not in the graph): class scores, argmax = label",
         "text_embeddings": text_path.name,

@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "export",
         help="export a method's image path to ONNX",
         description="Export a method to ONNX: normalised images [B, 3, H, W] and text embeddings "
-        "[Q, D] in, dense logits out (batch and queries dynamic, H and W fixed). Also writes "
+        "[Q, D] in, dense logits out (batch dynamic; H, W and Q fixed). Also writes "
         "OUT.text.npy (the vocabulary's embeddings) and OUT.json (preprocess and classes).",
     )
     parser.add_argument("--model", default="maskclip", help="method or model folder (maskclip)")
