@@ -7,10 +7,14 @@ and, with ``--json``, writes the full record atomically. The measuring lives in 
 from __future__ import annotations
 
 import argparse
-import tempfile
 from pathlib import Path
 
-from vocaseg.cli.segment import _override
+from vocaseg.cli.options import (
+    add_device_options,
+    add_model_options,
+    check_writable,
+    model_overrides,
+)
 from vocaseg.errors import UserError
 from vocaseg.io import write_json
 from vocaseg.text.vocab import Vocabulary
@@ -24,17 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "images (median and min seconds per batch, images/s, peak memory) with the same "
         "Segmenter that 'vocaseg segment' runs.",
     )
-    parser.add_argument("--model", default="maskclip", help="method or model folder (maskclip)")
-    parser.add_argument(
-        "--weights", help="CLIP weights: a known name or a checkpoint file (default: the model's)"
-    )
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a model setting, e.g. --set short_side=512 --set slide_crop=0",
-    )
+    add_model_options(parser, "--set short_side=512 --set slide_crop=0")
     parser.add_argument("--size", type=int, default=512, help="image side in pixels (512)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per batch (8)")
     parser.add_argument(
@@ -42,10 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="20",
         help='a number N (the first N ADE20K-Full names) or names, e.g. "cat, dog" (20)',
     )
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    parser.add_argument(
-        "--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="precision"
-    )
+    add_device_options(parser)
     parser.add_argument("--warmup", type=int, default=1, help="untimed batches first (1)")
     parser.add_argument("--repeats", type=int, default=3, help="timed batches (3)")
     parser.add_argument("--json", metavar="OUT", help="also write the full record to this file")
@@ -66,9 +57,9 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"{flag} must be at least {least}, got {value}")
     text = args.classes.strip()
     vocabulary = numbered_vocabulary(int(text)) if text.isdigit() else Vocabulary.parse(text)
-    overrides = dict(_override(item) for item in args.set)
+    overrides = model_overrides(args)
     if args.json:
-        check_writable(Path(args.json), "--json")
+        check_writable(Path(args.json).parent, "--json")
     segmenter = Segmenter.from_pretrained(
         args.model, weights=args.weights, device=args.device, dtype=args.dtype, **overrides
     )
@@ -80,14 +71,3 @@ def run(args: argparse.Namespace) -> int:
         write_json(args.json, result)
         print(f"wrote {args.json}")
     return 0
-
-
-def check_writable(path: Path, flag: str) -> None:
-    """Fail early, before minutes of work, when ``path`` cannot be written."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path.parent):
-            pass
-    except OSError as err:
-        reason = err.strerror or type(err).__name__
-        raise UserError(f"cannot write {path} ({reason}); pick another path with {flag}") from None

@@ -10,10 +10,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vocaseg.cli.bench import check_writable
-from vocaseg.cli.segment import _override
+from vocaseg.cli.options import (
+    add_model_options,
+    add_vocabulary_options,
+    check_writable,
+    model_overrides,
+    read_vocabulary,
+)
 from vocaseg.errors import UserError
-from vocaseg.text.vocab import Vocabulary
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,20 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "[Q, D] in, dense logits out (batch dynamic; H, W and Q fixed). Also writes "
         "OUT.text.npy (the vocabulary's embeddings) and OUT.json (preprocess and classes).",
     )
-    parser.add_argument("--model", default="maskclip", help="method or model folder (maskclip)")
-    parser.add_argument(
-        "--weights", help="CLIP weights: a known name or a checkpoint file (default: the model's)"
-    )
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a model setting, e.g. --set templates=imagenet80",
-    )
-    vocab = parser.add_mutually_exclusive_group(required=True)
-    vocab.add_argument("--classes", help='class names, e.g. "cat, sofa; couch, floor"')
-    vocab.add_argument("--classes-file", help="a text file with one class per line")
+    add_model_options(parser, "--set templates=imagenet80")
+    add_vocabulary_options(parser)
     parser.add_argument("--format", default="onnx", choices=["onnx"], help="output format (onnx)")
     parser.add_argument("-o", "--output", required=True, help="output file, e.g. model.onnx")
     parser.add_argument(
@@ -58,15 +50,12 @@ def run(args: argparse.Namespace) -> int:
     require_onnx()
     if args.opset < 14:
         raise UserError(f"--opset {args.opset} is too old; use 14 or newer (default 17)")
-    vocabulary = (
-        Vocabulary.from_file(args.classes_file)
-        if args.classes_file
-        else Vocabulary.parse(args.classes)
-    )
-    overrides = dict(_override(item) for item in args.set)
+    vocabulary = read_vocabulary(args)
     output = Path(args.output)
-    check_writable(output, "-o/--output")
-    model = Segmenter.from_pretrained(args.model, weights=args.weights, **overrides).model
+    check_writable(output.parent, "-o/--output")
+    model = Segmenter.from_pretrained(
+        args.model, weights=args.weights, **model_overrides(args)
+    ).model
     record = export_onnx(
         model, vocabulary, output, tuple(args.size) if args.size else None, args.opset
     )

@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from vocaseg.config import parse_override
+from vocaseg.cli.options import (
+    add_device_options,
+    add_model_options,
+    add_vocabulary_options,
+    check_writable,
+    model_overrides,
+    read_vocabulary,
+)
 from vocaseg.errors import ImageError, UserError, WeightsNotFoundError
 from vocaseg.inference.images import find_images, read_image
 from vocaseg.io import atomic_path, write_json
@@ -41,27 +47,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="images or folders")
-    vocab = parser.add_mutually_exclusive_group(required=True)
-    vocab.add_argument("--classes", help='class names, e.g. "cat, sofa; couch, floor"')
-    vocab.add_argument("--classes-file", help="a text file with one class per line")
-    parser.add_argument("--model", default="maskclip", help="method or model folder (maskclip)")
-    parser.add_argument(
-        "--weights",
-        help="CLIP weights: a known name (e.g. ViT-B/16) or a checkpoint file; "
-        "default: the model's own CLIP, downloaded on first use",
-    )
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a model setting, e.g. --set short_side=448 --set prob_thd=0.2",
-    )
+    add_vocabulary_options(parser)
+    add_model_options(parser, "--set short_side=448 --set prob_thd=0.2")
     parser.add_argument("-o", "--output", default="vocaseg_out", help="output folder")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    parser.add_argument(
-        "--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="precision"
-    )
+    add_device_options(parser)
     parser.add_argument("--batch-size", type=int, default=8, help="images per batch (8)")
     parser.add_argument("--alpha", type=float, default=0.5, help="overlay colour weight (0.5)")
     parser.set_defaults(run=run)
@@ -73,15 +62,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
-    vocabulary = (
-        Vocabulary.from_file(args.classes_file)
-        if args.classes_file
-        else Vocabulary.parse(args.classes)
-    )
-    overrides = dict(_override(text) for text in args.set)
+    vocabulary = read_vocabulary(args)
+    overrides = model_overrides(args)
     paths = find_images(args.inputs)
     out_dir = Path(args.output)
-    _check_writable(out_dir)
+    check_writable(out_dir, "-o/--output")
     try:
         segmenter = Segmenter.from_pretrained(
             args.model, weights=args.weights, device=args.device, dtype=args.dtype, **overrides
@@ -136,13 +121,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _override(text: str) -> tuple[str, object]:
-    keys, value = parse_override(text)
-    if len(keys) != 1:
-        raise UserError(f"--set {text}: model settings are flat; use e.g. --set short_side=448")
-    return keys[0], value
-
-
 def _record(path: Path, result, vocabulary: Vocabulary, args: argparse.Namespace) -> dict:
     height, width = result.label.shape
     return {
@@ -173,18 +151,6 @@ def _unique_stems(paths: list[Path]) -> dict[Path, str]:
         used.add(stem)
         stems[path] = stem
     return stems
-
-
-def _check_writable(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as err:
-        reason = err.strerror or type(err).__name__
-        raise UserError(
-            f"cannot write to output folder {folder} ({reason}); pick another with -o/--output"
-        ) from None
 
 
 def _weights_hint(message: str, weights: str | None) -> str:
