@@ -31,3 +31,14 @@ def test_atomic_path_renames_on_success(tmp_path):
         tmp.write_bytes(b"\x00\x01")
         assert not target.exists()
     assert target.read_bytes() == b"\x00\x01"
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        write_json(tmp_path / "out.json", {})
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "out.json").stat().st_mode & 0o777 == 0o644
