@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         final = trainer.train()
         if trainer.dist.is_main:
             print(f"final model: {final}")
+        del trainer  # the DDP wrapper goes before its process group
     finally:
         shutdown_distributed()
     return 0

@@ -55,7 +55,9 @@ def init_distributed(device: str = "auto") -> tuple[DistInfo, torch.device]:
 
 
 def shutdown_distributed() -> None:
+    """Leave the process group once every process is done with its collectives."""
     if dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
