@@ -51,12 +51,21 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--train-steps", type=int, default=2)
+    parser.add_argument(
+        "--grad-checkpointing",
+        action="store_true",
+        help="recompute the frozen blocks in backward (run once with and once without: peak "
+        "memory is per process)",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
 
-    tag = create_model("tagclip", clip=clip_lib.build("ViT-B/16")).to(device).eval()
+    tag = create_model(
+        "tagclip", clip=clip_lib.build("ViT-B/16"), grad_checkpointing=args.grad_checkpointing
+    )
+    tag = tag.to(device).eval()
     zeg = create_model("zegclip", clip=clip_lib.build("ViT-B/16")).to(device).eval()
     mask = create_model("maskclip", clip=clip_lib.build("ViT-B/16")).to(device).eval()
     image = torch.randn(1, 3, args.size, args.size, device=device)
@@ -105,7 +114,8 @@ def main() -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     seconds = median_seconds(step, args.train_steps, device)
-    print(f"\nTagCLIP training step, batch {args.batch} at {args.size}x{args.size}: "
+    print(f"\nTagCLIP training step, batch {args.batch} at {args.size}x{args.size}, "
+          f"activation checkpointing {'on' if args.grad_checkpointing else 'off'}: "
           f"{seconds:.2f} s/step (median of {args.train_steps} after 1 warm-up), "
           f"peak memory {peak_memory_mib(device):.0f} MiB "
           f"({'CUDA allocated' if device.type == 'cuda' else 'process max RSS'}); "

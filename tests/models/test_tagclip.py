@@ -89,6 +89,19 @@ def test_only_prompts_and_head_learn(tiny_vit_config):
             assert param.grad is None, name
 
 
+def test_grad_checkpointing_gives_the_same_gradients(tiny_vit_config):
+    grads = []
+    for checkpointing in (False, True):
+        model = tiny("tagclip", tiny_vit_config, dropout=0.0, grad_checkpointing=checkpointing)
+        model.train()
+        model(torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1)),
+              model.head.append_trusty(unit(3))).pow(2).mean().backward()  # fmt: skip
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.requires_grad})
+    assert grads[0].keys() == grads[1].keys()
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, rtol=1e-5, atol=1e-7, msg=name)
+
+
 def test_prompted_encoder_matches_hand_computation(tiny_vit_config):
     model = tiny("tagclip", tiny_vit_config, dropout=0.0).eval()
     visual, vpt = model.clip.visual, model.vpt

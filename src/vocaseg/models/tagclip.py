@@ -62,6 +62,7 @@ class TagCLIPConfig:
     crop_size: int = 512
     slide_stride: int = 426
     init_from: str | None = None  # model folder to warm-start from (weights only)
+    grad_checkpointing: bool = False  # recompute frozen blocks in backward: less memory, slower
 
     def __post_init__(self) -> None:
         if isinstance(self.clip, dict):
@@ -169,6 +170,7 @@ class TagCLIP(SegmentationModel):
             patch_size=visual.conv1.kernel_size[0],
             dropout=cfg.dropout,
             cls_double_embedding=cfg.cls_double_embedding,
+            grad_checkpointing=cfg.grad_checkpointing,
         )
         self.head = TagCLIPHead(clip.config.embed_dim, cfg)
         self.preprocess = Preprocess(

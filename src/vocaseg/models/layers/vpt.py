@@ -13,6 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 
 def bilinear_pos_embed(pos: Tensor, grid: tuple[int, int]) -> Tensor:
@@ -31,6 +32,8 @@ class VisualPrompts(nn.Module):
 
     Block 0 reads ``shallow`` [1, N, D]; block i >= 1 reads ``deep[i - 1]`` ([depth - 1, N, D]);
     all pass through one shared ``proj`` and dropout. ``norm`` (eps 1e-6) follows the last block.
+    With ``grad_checkpointing`` the (deterministic, frozen) blocks keep no activations for the
+    backward pass and are recomputed there instead: less memory for one more forward.
     """
 
     def __init__(
@@ -41,9 +44,11 @@ class VisualPrompts(nn.Module):
         patch_size: int = 16,
         dropout: float = 0.1,
         cls_double_embedding: bool = True,
+        grad_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         self.num_tokens = num_tokens
+        self.grad_checkpointing = grad_checkpointing
         self.cls_double_embedding = cls_double_embedding
         self.shallow = nn.Parameter(torch.empty(1, num_tokens, width))
         self.deep = nn.Parameter(torch.empty(depth - 1, num_tokens, width))
@@ -83,7 +88,10 @@ class VisualPrompts(nn.Module):
                 x = torch.cat(
                     [x[:, :1], self._prompts(self.deep[i - 1 : i], batch), x[:, 1 + n :]], 1
                 )
-            x = block(x)
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
         x = visual.ln_post(self.norm(x)) @ visual.proj  # [B, 1 + N + h·w, E]
         g = F.normalize(x[:, 0], dim=-1)
         patches = x[:, 1 + n :].transpose(1, 2).reshape(batch, -1, h, w)  # [B, E, h, w]
