@@ -9,6 +9,21 @@ import torch
 from vocaseg.clip.model import CLIP, CLIPConfig
 
 
+@pytest.fixture
+def offline_cache(tmp_path, monkeypatch):
+    """A per-test weights cache and no downloads (for command-line tests)."""
+    monkeypatch.setenv("VOCASEG_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture
+def tiny_clip_file(tiny_vit_clip, tmp_path):
+    """``tiny_vit_clip`` saved as an OpenAI-layout state dict, for ``--weights``."""
+    path = tmp_path / "tiny_clip.pt"
+    torch.save(tiny_vit_clip.state_dict(), path)
+    return path
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:

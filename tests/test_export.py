@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from vocaseg.cli.main import main
+from cli_helpers import run_cli
 from vocaseg.errors import ConfigError, UserError
 from vocaseg.export import export_onnx
 from vocaseg.models.registry import create_model
@@ -23,24 +23,12 @@ FAST = ["--set", "templates=single"]
 TAGCLIP_TINY = Path(__file__).parent / "models" / "tagclip_tiny.yaml"
 
 
-@pytest.fixture(autouse=True)
-def _offline_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("VOCASEG_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+pytestmark = pytest.mark.usefixtures("offline_cache")
 
 
 @pytest.fixture
 def model(tiny_vit_clip):
     return create_model("maskclip", clip=tiny_vit_clip, templates="single").eval()
-
-
-def _run(capsys, *argv):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exit_:  # argparse usage errors
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _parity(model, path, text, size, batches=(1, 3)):
@@ -99,7 +87,7 @@ def test_cli_writes_onnx_text_and_record(capsys, tiny_vit_clip, tmp_path):
     classes = tmp_path / "classes.txt"
     classes.write_text("background\ncat\nsofa; couch\n")
     out = tmp_path / "export" / "seg.onnx"
-    code, stdout, _ = _run(
+    code, stdout, _ = run_cli(
         capsys, "export", "--weights", weights, "--classes-file", classes, "-o", out, *FAST
     )
     assert code == 0 and "224x224" in stdout
@@ -145,7 +133,7 @@ def test_cli_bad_input_is_one_line_and_exit_2(capsys, tiny_vit_clip, tmp_path, e
     weights = tmp_path / "tiny_clip.pt"
     torch.save(tiny_vit_clip.state_dict(), weights)
     argv = ["export", "--weights", weights, "-o", tmp_path / "m.onnx", *FAST, *extra]
-    code, _, err = _run(capsys, *argv)
+    code, _, err = run_cli(capsys, *argv)
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err

@@ -6,44 +6,24 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
+from cli_helpers import run_cli
 from vocaseg.bench import numbered_vocabulary
-from vocaseg.cli.main import main
 
 FAST = ["--set", "short_side=48", "--set", "slide_crop=0", "--set", "templates=single"]
 
 
-@pytest.fixture(autouse=True)
-def _offline_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("VOCASEG_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+pytestmark = pytest.mark.usefixtures("offline_cache")
 
 
-@pytest.fixture
-def weights(tiny_vit_clip, tmp_path):
-    path = tmp_path / "tiny_clip.pt"
-    torch.save(tiny_vit_clip.state_dict(), path)
-    return path
-
-
-def _run(capsys, *argv):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exit_:  # argparse usage errors
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def test_bench_prints_a_table_and_writes_json(capsys, weights, tmp_path):
+def test_bench_prints_a_table_and_writes_json(capsys, tiny_clip_file, tmp_path):
     out = tmp_path / "runs" / "bench.json"
-    argv = ["bench", "--weights", weights, "--size", 40, "--batch-size", 2, "--repeats", 1]
-    code, stdout, _ = _run(capsys, *argv, "--classes", "cat, sofa; couch", "--json", out, *FAST)
+    argv = ["bench", "--weights", tiny_clip_file, "--size", 40, "--batch-size", 2, "--repeats", 1]
+    code, stdout, _ = run_cli(capsys, *argv, "--classes", "cat, sofa; couch", "--json", out, *FAST)
     assert code == 0, stdout
     assert "images/s" in stdout and "vocabulary cold" in stdout
     record = json.loads(out.read_text())
-    assert record["method"] == "maskclip" and record["weights"] == str(weights)
+    assert record["method"] == "maskclip" and record["weights"] == str(tiny_clip_file)
     assert record["config"]["short_side"] == 48 and record["preprocess"]["window"] is None
     assert (record["size"], record["batch_size"], record["repeats"]) == (40, 2, 1)
     assert (record["num_classes"], record["num_queries"]) == (2, 3)
@@ -58,10 +38,10 @@ def test_bench_prints_a_table_and_writes_json(capsys, weights, tmp_path):
     assert not list(out.parent.glob(".*.tmp*"))
 
 
-def test_classes_as_a_number_takes_the_first_ade_names(capsys, weights, tmp_path):
+def test_classes_as_a_number_takes_the_first_ade_names(capsys, tiny_clip_file, tmp_path):
     out = tmp_path / "bench.json"
-    argv = ["bench", "--weights", weights, "--size", 32, "--batch-size", 1, "--warmup", 0]
-    code, _, _ = _run(capsys, *argv, "--repeats", 1, "--classes", 5, "--json", out, *FAST)
+    argv = ["bench", "--weights", tiny_clip_file, "--size", 32, "--batch-size", 1, "--warmup", 0]
+    code, _, _ = run_cli(capsys, *argv, "--repeats", 1, "--classes", 5, "--json", out, *FAST)
     assert code == 0
     assert json.loads(out.read_text())["num_classes"] == 5
     assert numbered_vocabulary(3).class_names == ["wall", "building, edifice", "sky"]
@@ -81,8 +61,10 @@ def test_classes_as_a_number_takes_the_first_ade_names(capsys, weights, tmp_path
         (["--set", "no_such_key=1"], ["no_such_key"]),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(capsys, weights, tmp_path, extra, fragments):
-    code, _, err = _run(capsys, "bench", "--weights", weights, "--repeats", "1", *FAST, *extra)
+def test_bad_input_is_one_line_and_exit_2(capsys, tiny_clip_file, tmp_path, extra, fragments):
+    code, _, err = run_cli(
+        capsys, "bench", "--weights", tiny_clip_file, "--repeats", "1", *FAST, *extra
+    )
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err
@@ -90,9 +72,15 @@ def test_bad_input_is_one_line_and_exit_2(capsys, weights, tmp_path, extra, frag
         assert fragment in lines[0], lines[0]
 
 
-def test_unwritable_json_fails_before_measuring(capsys, weights, tmp_path):
+def test_unwritable_json_fails_before_measuring(capsys, tiny_clip_file, tmp_path):
     (tmp_path / "a_file").write_text("x")
-    code, stdout, err = _run(
-        capsys, "bench", "--weights", weights, *FAST, "--json", tmp_path / "a_file" / "b.json"
+    code, stdout, err = run_cli(
+        capsys,
+        "bench",
+        "--weights",
+        tiny_clip_file,
+        *FAST,
+        "--json",
+        tmp_path / "a_file" / "b.json",
     )
     assert code == 2 and "--json" in err and "images/s" not in stdout

@@ -10,26 +10,15 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from vocaseg.cli.main import main
+from cli_helpers import run_cli
 from vocaseg.inference.segmenter import Segmenter
 
 FAST = ["--set", "short_side=48", "--set", "slide_crop=0", "--set", "templates=single"]
 
 
-@pytest.fixture(autouse=True)
-def _offline_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("VOCASEG_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
-@pytest.fixture
-def weights(tiny_vit_clip, tmp_path):
-    path = tmp_path / "tiny_clip.pt"
-    torch.save(tiny_vit_clip.state_dict(), path)
-    return path
+pytestmark = pytest.mark.usefixtures("offline_cache")
 
 
 @pytest.fixture
@@ -42,12 +31,6 @@ def images(tmp_path):
     return folder
 
 
-def _run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def _assert_one_line_error(code, err, *fragments):
     assert code == 2
     lines = err.strip().splitlines()
@@ -57,15 +40,24 @@ def _assert_one_line_error(code, err, *fragments):
         assert fragment in lines[0], lines[0]
 
 
-def test_segment_writes_label_overlay_and_json(capsys, images, weights, tmp_path):
+def test_segment_writes_label_overlay_and_json(capsys, images, tiny_clip_file, tmp_path):
     out = tmp_path / "out"
     classes = "cat, sofa; couch, floor"
-    code, stdout, _ = _run(
-        capsys, "segment", images, "--classes", classes, "--weights", weights, "-o", out, *FAST
+    code, stdout, _ = run_cli(
+        capsys,
+        "segment",
+        images,
+        "--classes",
+        classes,
+        "--weights",
+        tiny_clip_file,
+        "-o",
+        out,
+        *FAST,
     )
     assert code == 0 and "3 images" in stdout
     seg = Segmenter.from_pretrained(
-        "maskclip", weights=weights, short_side=48, slide_crop=0, templates="single"
+        "maskclip", weights=tiny_clip_file, short_side=48, slide_crop=0, templates="single"
     )
     seg.set_vocabulary(classes)
     for stem in ("a", "b", "c"):
@@ -83,11 +75,22 @@ def test_segment_writes_label_overlay_and_json(capsys, images, weights, tmp_path
     assert not list(out.glob(".*.tmp*"))  # atomic writes leave no temporaries
 
 
-def test_one_bad_image_in_a_folder_exits_1_and_writes_the_rest(capsys, images, weights, tmp_path):
+def test_one_bad_image_in_a_folder_exits_1_and_writes_the_rest(
+    capsys, images, tiny_clip_file, tmp_path
+):
     (images / "broken.png").write_bytes(b"not an image at all")
     out = tmp_path / "out"
-    code, _, err = _run(
-        capsys, "segment", images, "--classes", "a, b", "--weights", weights, "-o", out, *FAST
+    code, _, err = run_cli(
+        capsys,
+        "segment",
+        images,
+        "--classes",
+        "a, b",
+        "--weights",
+        tiny_clip_file,
+        "-o",
+        out,
+        *FAST,
     )
     assert code == 1
     summary = err.strip().splitlines()[-1].split("\r")[-1]  # after the progress bar
@@ -99,7 +102,7 @@ def test_one_bad_image_in_a_folder_exits_1_and_writes_the_rest(capsys, images, w
     }
 
 
-def test_bad_inputs_end_with_one_line_and_exit_2(capsys, images, weights, tmp_path):
+def test_bad_inputs_end_with_one_line_and_exit_2(capsys, images, tiny_clip_file, tmp_path):
     good = images / "a.png"
     (tmp_path / "not_image.png").write_text("plain text")
     full = tmp_path / "full.jpg"
@@ -107,7 +110,7 @@ def test_bad_inputs_end_with_one_line_and_exit_2(capsys, images, weights, tmp_pa
     (tmp_path / "cut.jpg").write_bytes(full.read_bytes()[:300])
     (tmp_path / "garbage.pt").write_bytes(b"\x00garbage" * 10)
     (tmp_path / "a_file").write_text("x")
-    base = ["--weights", weights, "-o", tmp_path / "out", *FAST]
+    base = ["--weights", tiny_clip_file, "-o", tmp_path / "out", *FAST]
     cases = [
         ([tmp_path / "missing.png", "--classes", "a", *base], ["missing.png", "not found"]),
         ([tmp_path / "not_image.png", "--classes", "a", *base], ["not_image.png"]),
@@ -122,18 +125,18 @@ def test_bad_inputs_end_with_one_line_and_exit_2(capsys, images, weights, tmp_pa
         ([good, "--classes", "a", *base, "--set", "bogus=1"], ["bogus"]),
     ]
     for argv, fragments in cases:
-        code, _, err = _run(capsys, "segment", *argv)
+        code, _, err = run_cli(capsys, "segment", *argv)
         _assert_one_line_error(code, err, *fragments)
 
 
 def test_missing_weights_offline_names_them_and_the_fix(capsys, images, tmp_path):
-    code, _, err = _run(capsys, "segment", images / "a.png", "--classes", "a", "-o", tmp_path)
+    code, _, err = run_cli(capsys, "segment", images / "a.png", "--classes", "a", "-o", tmp_path)
     _assert_one_line_error(code, err, "ViT-B/16", "vocaseg download", "--weights")
     assert str(tmp_path / "cache") in err  # where it looked
 
 
 def test_models_lists_methods_and_weights(capsys):
-    code, out, _ = _run(capsys, "models")
+    code, out, _ = run_cli(capsys, "models")
     assert code == 0
     assert "maskclip" in out and "clearclip" in out and "ViT-B/16" in out and "not cached" in out
 
