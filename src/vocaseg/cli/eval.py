@@ -7,6 +7,8 @@
 by ``vocaseg train``/``convert`` (for that method) or CLIP weights (a known name or a file). The
 protocol picks the headline metric semantics and whether seen/unseen/hIoU are reported; both
 semantics are always computed. Runs under ``torchrun`` too: samples are sharded, rank 0 writes.
+Video datasets (vspw, vipseg; protocol ``ov-video``, their default) also report VC8/VC16, shard
+whole videos, and ``--limit`` counts videos.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from vocaseg.engine.video_eval import VC_GT_MODES
 from vocaseg.errors import UserError
 from vocaseg.inference.background import PROTOCOLS
 
@@ -51,7 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--protocol",
         choices=sorted(PROTOCOL_SEMANTICS),
-        help="benchmark protocol (default: zs-split for tagclip/zegclip, else ov-cross)",
+        help="benchmark protocol (default: ov-video for video datasets, zs-split for "
+        "tagclip/zegclip, else ov-cross)",
     )
     parser.add_argument(
         "--background",
@@ -64,7 +68,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="both",
         help="metric semantics to report (default both; the protocol picks the headline)",
     )
-    parser.add_argument("--limit", type=int, help="evaluate only the first N samples")
+    parser.add_argument(
+        "--limit",
+        type=int,
+        metavar="N",
+        help="evaluate only the first N samples (for video datasets: the first N whole videos)",
+    )
+    parser.add_argument(
+        "--vc-gt",
+        choices=VC_GT_MODES,
+        default="raw",
+        help="video consistency compares raw label values as VSPW's VC_perclip.py (raw, default) "
+        "or decoded trainIds (mapped)",
+    )
     parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--output", help="output folder (default: eval/<dataset>-<model>)")
@@ -121,8 +137,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         dataset = load_dataset(args.dataset, root=args.data_root, split=args.split)
         model = build_model(args.model, args.weights, str(device))
+        is_video = getattr(dataset, "videos", None) is not None
         protocol = args.protocol or ("zs-split" if model.name in ZERO_SHOT_METHODS else "ov-cross")
-        seen = None
+        if args.protocol is None and is_video:
+            protocol = "ov-video"
+        if protocol == "ov-video" and not is_video:
+            raise UserError(
+                f"--protocol ov-video needs a video dataset (vspw, vipseg), not {args.dataset!r}"
+            )
+        seen = dataset.seen if protocol == "ov-video" else None  # VIPSeg: base/novel split
         if protocol == "zs-split":
             seen = dataset.seen
             if seen is None:
@@ -142,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
             background=args.background,
             progress=not args.no_progress,
             save_vis=args.save_vis,
+            vc_gt=args.vc_gt,
         )
         result.record.update(
             {"protocol": protocol, "model_source": args.model, "weights_source": args.weights}

@@ -5,6 +5,8 @@ int64 confusion matrix (specs/datasets-and-metrics.md §4-§6).
 batches of equal-size images, turns scores into labels (argmax or a named background protocol) and
 accumulates at the GT's resolution. Under torchrun every process takes every world_size-th sample
 (no padding, so nothing is counted twice); matrices are summed and the evaluated count checked.
+A video dataset (one with ``.videos``) also gets VC8/VC16 (``video_eval.py``); its processes take
+whole videos and ``limit`` counts videos.
 A sample that cannot be read stops the run (``on_error="stop"``, a :class:`DatasetError` naming the
 file) or is skipped and listed in the result (``"skip"``), never silently dropped.
 
@@ -30,6 +32,7 @@ from tqdm import tqdm
 
 from vocaseg import __version__
 from vocaseg.engine.distributed import all_gather_objects
+from vocaseg.engine.video_eval import VideoScorer, shard_videos
 from vocaseg.errors import DatasetError, UserError
 from vocaseg.inference.background import BackgroundProtocol, parse_background
 from vocaseg.inference.predict import predict_scores
@@ -38,7 +41,7 @@ from vocaseg.metrics import SEMANTICS, ConfusionMatrix, class_statistics, summar
 from vocaseg.models.base import SegmentationModel
 from vocaseg.text.vocab import Vocabulary
 
-HEADLINE_KEYS = ("mIoU", "mAcc", "pAcc", "fwIoU", "mIoU_seen", "mIoU_unseen", "hIoU")
+HEADLINE_KEYS = ("mIoU", "mAcc", "pAcc", "fwIoU", "mIoU_seen", "mIoU_unseen", "hIoU", "VC8", "VC16")
 
 
 @dataclass
@@ -112,7 +115,7 @@ def _load(dataset: Any, index: int, num_classes: int, ignore_index: int) -> dict
             f"{name}: label value {int(label[bad][0])} is outside [0, {num_classes}) and not the "
             f"ignore value {ignore_index}; fix the label file or its decoder"
         )
-    return {"image": image, "label": label.astype(np.int64), "path": name}
+    return {"image": image, "label": label.astype(np.int64), "path": name, "index": index}
 
 
 def _batches(
@@ -183,12 +186,16 @@ def evaluate(
     background: str | BackgroundProtocol | None = None,
     progress: bool = True,
     save_vis: int | None = None,
+    vc_gt: str = "raw",
 ) -> EvalResult:
     """Evaluate ``model`` on ``dataset`` (the ``vocaseg.data`` reader interface).
 
     ``vocabulary`` defaults to ``dataset.classes``; ``background`` names a protocol of §4.1 (it may
     change the vocabulary the model scores); ``seen`` adds seen/unseen/hIoU; the first
     ``semantics`` entry is the headline. ``save_vis`` keeps overlays of the first N images.
+    A video dataset adds ``VC8``/``VC16`` to every summary; ``limit`` then counts videos and
+    ``vc_gt`` picks the GT VC compares (``"raw"`` label values, as VSPW's reference, or
+    ``"mapped"`` trainIds).
     """
     if on_error not in ("stop", "skip"):
         raise UserError(f"on_error must be 'stop' or 'skip', not {on_error!r}")
@@ -208,14 +215,20 @@ def evaluate(
     protocol = parse_background(background)
     queries = protocol.vocabulary(vocabulary)
     rank, world = _dist_info()
-    total = len(dataset) if limit is None else min(limit, len(dataset))
-    indices = range(rank, total, world)  # shard without padding
+    scorer = None
+    if getattr(dataset, "videos", None) is not None:
+        videos, indices, total = shard_videos(dataset.videos, limit, rank, world)  # whole videos
+        scorer = VideoScorer(dataset, videos, vc_gt)
+    else:
+        total = len(dataset) if limit is None else min(limit, len(dataset))
+        indices = range(rank, total, world)  # shard without padding
 
     model = model.to(device).eval()
     matrix = ConfusionMatrix(num_classes, ignore_index)
     skipped: list[dict[str, Any]] = []
     visuals: list[tuple[str, Any]] = []
-    bar = tqdm(total=len(indices), desc="eval", unit="img", disable=not progress or rank != 0)
+    unit = "img" if scorer is None else "frame"
+    bar = tqdm(total=len(indices), desc="eval", unit=unit, disable=not progress or rank != 0)
     with torch.inference_mode():
         text = model.encode_vocabulary(queries)
         for batch in _batches(
@@ -226,12 +239,16 @@ def evaluate(
             labels = protocol.labels(predict_scores(model, images, text, queries))  # [B, H, W]
             for sample, pred in zip(batch, labels):
                 matrix.update(pred, torch.from_numpy(sample["label"]).to(pred.device))
+                if scorer is not None:
+                    scorer.update(sample["index"], pred, sample["label"])
                 if save_vis and rank == 0 and len(visuals) < save_vis:
                     visuals.append(_visual(sample, pred, class_names))
     bar.close()
 
     local = matrix.count
     matrix.all_reduce()
+    if scorer is not None:
+        scorer.all_reduce()
     skipped = [entry for part in all_gather_objects(skipped) for entry in part]
     if matrix.count + len(skipped) != total:
         raise RuntimeError(
@@ -240,6 +257,16 @@ def evaluate(
         )
     seen_ids = sorted(int(i) for i in seen) if seen is not None else None
     summaries = {s: summarize(matrix.matrix, class_names, seen_ids, semantics=s) for s in semantics}
+    video: dict[str, Any] = {}
+    if scorer is not None:
+        for summary in summaries.values():
+            summary.update(scorer.summary())
+        video = {
+            "video": True,
+            "videos": len(list(dataset.videos)[:limit]),
+            "frames": total,
+            **scorer.record(),
+        }
     record = {
         **model_record(model),
         "background": protocol.record(),
@@ -258,6 +285,7 @@ def evaluate(
         "world_size": world,
         "evaluated": matrix.count,
         "skipped": skipped,
+        **video,
         "vocaseg_version": __version__,
     }
     return EvalResult(
@@ -355,7 +383,11 @@ def format_summary(result: EvalResult) -> str:
         buffer.write(
             f"{semantics + mark:<12}" + "".join(f"{summary[k]:>12.2f}" for k in keys) + "\n"
         )
-    buffer.write(f"evaluated {result.evaluated} images, skipped {len(result.skipped)}\n")
+    if result.record.get("video"):
+        what = f"{result.evaluated} frames of {result.record['videos']} videos"
+    else:
+        what = f"{result.evaluated} images"
+    buffer.write(f"evaluated {what}, skipped {len(result.skipped)}\n")
     for entry in result.skipped:
         buffer.write(f"  skipped {entry['file']}: {entry['reason']}\n")
     return buffer.getvalue()
