@@ -225,3 +225,13 @@ def test_training_loss_falls(tiny_vit_config):
         history.append(losses["loss"].item())
     assert set(losses) == {"loss", "loss_focal", "loss_dice", "loss_trusty"}
     assert history[-1] < 0.25 * history[0]
+
+
+def test_prompt_dropout_masks_differ_per_image(tiny_vit_config):
+    # Reference VPT: Dropout(proj(prompts).expand(B, ...)), so each image draws its own mask.
+    model = tiny("tagclip", tiny_vit_config, dropout=0.5).train()
+    image = torch.randn(1, 3, 32, 32)
+    torch.manual_seed(0)
+    g, dense = model.vpt.encode(model.clip.visual, image.expand(2, -1, -1, -1))
+    assert not torch.allclose(g[0], g[1])
+    assert not torch.allclose(dense[0], dense[1])

@@ -31,7 +31,7 @@ class VisualPrompts(nn.Module):
     """N learnable prompt tokens per block of a ViT of ``depth`` blocks and ``width`` channels.
 
     Block 0 reads ``shallow`` [1, N, D]; block i >= 1 reads ``deep[i - 1]`` ([depth - 1, N, D]);
-    all pass through one shared ``proj`` and dropout. ``norm`` (eps 1e-6) follows the last block.
+    all pass through one shared ``proj`` and per-image dropout. ``norm`` (eps 1e-6) follows the last block.
     With ``grad_checkpointing`` the (deterministic, frozen) blocks keep no activations for the
     backward pass and are recomputed there instead: less memory for one more forward.
     """
@@ -66,7 +66,8 @@ class VisualPrompts(nn.Module):
         nn.init.kaiming_normal_(self.proj.weight, a=0, mode="fan_out")
 
     def _prompts(self, raw: Tensor, batch: int) -> Tensor:
-        return self.dropout(self.proj(raw)).expand(batch, -1, -1)  # [B, N, D]
+        # Expand first: each image draws its own dropout mask (as the reference VPT).
+        return self.dropout(self.proj(raw).expand(batch, -1, -1))  # [B, N, D]
 
     def encode(self, visual: nn.Module, images: Tensor) -> tuple[Tensor, Tensor]:
         """Run CLIP's ViT ``visual`` on ``images`` [B, 3, H, W] with the prompts.
