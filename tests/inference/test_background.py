@@ -89,3 +89,17 @@ def test_parse_and_errors():
         parse_background("bg:threshold,0.1")
     with pytest.raises(UserError, match="extra=FILE"):
         BackgroundProtocol("bg:catseg-20b").vocabulary(Vocabulary.from_names(["a"]))
+
+
+def test_threshold_protocol_reads_model_probabilities_as_they_are():
+    # predict_scores returns what finalize gives: class probabilities (MaskCLIP has already applied
+    # softmax(logit_scale·cos) and the synonym max). The protocol must not softmax them again.
+    scores = probs([0.2, 0.45, 0.35], [0.1, 0.8, 0.1])
+    assert parse_background("bg:threshold,prob_thd=0.5").labels(scores).tolist() == [[[0, 1]]]
+    assert parse_background("bg:groupvit,threshold=0.5").labels(scores[:, 1:]).tolist() == [
+        [[0, 1]]
+    ]
+    # A model that returns cosines names the scale: softmax(50·cos) (max ≈ 0.77) is thresholded.
+    cos = probs([0.2, 0.25, 0.22])
+    rule = parse_background("bg:threshold,prob_thd=0.7,logit_scale=50")
+    assert rule.labels(cos).tolist() == [[[1]]]

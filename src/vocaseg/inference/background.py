@@ -6,8 +6,13 @@
 | ``bg:none`` | the dataset's classes | argmax (background is ignored in GT, e.g. VOC-20) |
 | ``bg:catseg-20b`` | 20 foreground + extra distractor names | argmax; ids ≥ 20 → 20 (CAT-Seg VOCb) |
 | ``bg:prompt`` | class 0 = a list of background synonyms | argmax (ODISE / FC-CLIP PAS-21) |
-| ``bg:threshold`` | class 0 = stuff words or "background" | softmax(scale·s); max prob < prob_thd → 0 |
-| ``bg:groupvit`` | foreground only | softmax; max prob < threshold → 0, else class + 1 |
+| ``bg:threshold`` | class 0 = stuff words or "background" | max prob < prob_thd → 0 |
+| ``bg:groupvit`` | foreground only | max prob < threshold → 0, else class + 1 |
+
+The protocols read the class scores that ``predict_scores`` returns (``finalize``) as probabilities:
+every method already turns its logits into them (MaskCLIP: softmax(logit_scale·cos) with the model's
+own ``logit_scale``, then the max over synonyms). Only for a model that returns raw cosines does the
+option ``logit_scale=S`` apply softmax(S·scores) first.
 
 The pure functions work on scores [B, K, H, W] or label maps [B, H, W]; :class:`BackgroundProtocol`
 bundles a protocol's vocabulary rule and prediction rule for the evaluator, and
@@ -142,9 +147,10 @@ class BackgroundProtocol:
         return vocabulary
 
     def labels(self, scores: Tensor) -> Tensor:
-        """Class scores [B, K', H, W] over :meth:`vocabulary` -> dataset labels [B, H, W]."""
+        """Class probabilities [B, K', H, W] over :meth:`vocabulary` -> dataset labels [B, H, W]
+        (cosines with the ``logit_scale`` option)."""
         p = self.params
-        scale = p.get("logit_scale", 40.0)
+        scale = p.get("logit_scale")  # None: the scores are already probabilities
         scale = None if scale in (None, "none", 0) else float(scale)
         if self.id == "bg:catseg-20b":
             return clamp_to_background(scores.argmax(1), int(p.get("background", 20)))
