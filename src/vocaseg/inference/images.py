@@ -66,7 +66,10 @@ def as_rgb_array(item: ImageInput) -> np.ndarray:
     if isinstance(item, torch.Tensor):
         if item.ndim != 3 or item.shape[0] not in (1, 3, 4):
             raise ImageError(f"an image tensor must be [3, H, W], got shape {tuple(item.shape)}")
-        return _array_to_rgb(item.detach().cpu().permute(1, 2, 0).numpy())
+        array = item.detach().cpu()
+        if array.is_floating_point():  # numpy has no bfloat16
+            array = array.double()
+        return _array_to_rgb(array.permute(1, 2, 0).numpy())  # [C, H, W] -> [H, W, C]
     if isinstance(item, np.ndarray):
         return _array_to_rgb(item)
     raise ImageError(
@@ -89,8 +92,9 @@ def _array_to_rgb(array: Any) -> np.ndarray:
     if array.dtype == np.uint16:
         return (array.astype(np.float64) / 257.0).round().astype(np.uint8)
     if np.issubdtype(array.dtype, np.floating):
+        array = array.astype(np.float64)  # float16 would round while scaling
         scale = 255.0 if float(array.max()) <= 1.0 else 1.0  # 0-1 floats, else already 0-255
-        return (np.clip(array * scale, 0.0, 255.0)).round().astype(np.uint8)
+        return np.clip(array * scale, 0.0, 255.0).round().astype(np.uint8)
     if np.issubdtype(array.dtype, np.integer) or array.dtype == bool:
         return np.clip(array, 0, 255).astype(np.uint8)
     raise ImageError(f"unsupported image array dtype {array.dtype}; use uint8 or float in [0, 1]")
