@@ -1,4 +1,5 @@
-"""`vocaseg eval` end to end on a synthetic folder dataset with the colour stub (tests/eval_stub.py)."""
+"""`vocaseg eval` end to end on synthetic folder and VSPW-layout datasets with the colour stub
+(tests/eval_stub.py)."""
 
 import csv
 import json
@@ -6,10 +7,13 @@ import json
 import numpy as np
 import pytest
 
-from eval_stub import nearest_colour_labels
+from data.layouts import label, write_video
+from eval_stub import ColourStub, StubConfig, nearest_colour_labels
 from vocaseg import metrics
 from vocaseg.cli.main import main
+from vocaseg.data import load_dataset
 from vocaseg.data.synthetic import ShapesDataset, make_shapes_dataset
+from vocaseg.engine.evaluator import evaluate
 
 
 @pytest.fixture
@@ -117,3 +121,38 @@ def test_save_vis_and_limit(root, tmp_path, capsys):
     saved = json.loads((out_dir / "metrics.json").read_text())
     assert saved["record"]["evaluated"] == 2 and list(saved["summaries"]) == ["detectron2"]
     assert len(list((out_dir / "vis").glob("*.png"))) == 1
+
+
+@pytest.mark.filterwarnings("ignore:.*the benchmark has:UserWarning")
+def test_video_dataset_reports_vc_and_limits_videos(tmp_path, capsys):
+    frames = [label([0, 3 + t % 2, 124, 255]) for t in range(10)]  # 10 frames: VC8 has 2 windows
+    videos = {"v1": frames, "v2": frames[:9], "v3": frames[:3]}
+    write_video(tmp_path, "VSPW_480p/data/{video}/origin", "VSPW_480p/data/{video}/mask",
+                "VSPW_480p/val.txt", videos)  # fmt: skip
+    out_dir = tmp_path / "out"
+    argv = ["--model", "colour_stub", "--dataset", "vspw", "--data-root", str(tmp_path)]
+    code, out, err = run(capsys, *argv, "--output", str(out_dir), "--limit", "2")
+    assert code == 0, err
+    expected = evaluate(ColourStub(StubConfig()), load_dataset("vspw", root=tmp_path), limit=2)
+    saved = json.loads((out_dir / "metrics.json").read_text())
+    assert saved["headline"]["semantics"] == "detectron2"
+    for key in ("mIoU", "VC8", "VC16"):
+        assert saved["headline"].get(key) == (
+            None if np.isnan(expected.summary[key]) else pytest.approx(expected.summary[key])
+        )
+    assert saved["summaries"]["mmseg"]["VC8"] == pytest.approx(expected.summary["VC8"])
+    record = saved["record"]
+    assert record["protocol"] == "ov-video" and record["video"] is True
+    assert (record["videos"], record["frames"], record["evaluated"]) == (2, 19, 19)
+    assert record["vc_windows"] == {"VC8": 2 + 1, "VC16": 0}
+    assert "VC8" in out and "evaluated 19 frames of 2 videos" in out
+
+    code, _, err = run(capsys, "--model", "colour_stub", "--dataset", "vspw", "--protocol",
+                       "zs-split", "--data-root", str(tmp_path), "--output", str(tmp_path / "z"))  # fmt: skip
+    assert code == 2 and "no seen/unseen" in err
+
+
+def test_ov_video_needs_a_video_dataset(root, capsys):
+    argv = ["--model", "colour_stub", "--dataset", "folder", "--protocol", "ov-video"]
+    code, _, err = run(capsys, *argv, "--data-root", str(root))
+    assert code == 2 and err.count("\n") == 1 and "needs a video dataset" in err

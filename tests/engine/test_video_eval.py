@@ -206,3 +206,45 @@ def test_raw_gt_needs_label_files(root):
         evaluate(ColourStub(StubConfig()), data, progress=False)
     out = evaluate(ColourStub(StubConfig()), data, limit=1, vc_gt="mapped", progress=False)
     assert out.record["vc_windows"]["VC8"] == 11
+
+
+def _distributed_worker(rank, world, port, root, queue):
+    import warnings
+
+    import torch.distributed as dist
+
+    warnings.filterwarnings("ignore", ".*the benchmark has")
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
+    try:
+        out = evaluate(ColourStub(StubConfig()), load_dataset("vspw", root=root), progress=False)
+        queue.put((rank, out.confusion, out.summary, out.record["vc_windows"], out.evaluated))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow  # spawns two interpreters (~6-20 s)
+def test_two_processes_take_whole_videos(root, result):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [
+        ctx.Process(target=_distributed_worker, args=(r, 2, port, str(root), queue))
+        for r in range(2)
+    ]
+    for p in procs:
+        p.start()
+    outputs = sorted((queue.get(timeout=120) for _ in procs), key=lambda o: o[0])
+    for p in procs:
+        p.join(timeout=60)
+    for _, confusion, summary, windows, evaluated in outputs:  # every rank holds the totals
+        np.testing.assert_array_equal(confusion, result.confusion)
+        assert summary == pytest.approx(result.summary)
+        assert windows == result.record["vc_windows"] and evaluated == 38
