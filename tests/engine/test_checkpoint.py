@@ -74,6 +74,16 @@ def test_keep_last_prunes_oldest(tmp_path):
     ]
 
 
+def test_pruning_spares_the_steps_to_keep(tmp_path):
+    for step in (5, 10, 15, 20):
+        ckpt.save_checkpoint(ckpt.checkpoint_path(tmp_path, step), {"step": step})
+    ckpt.prune_checkpoints(tmp_path, keep_last=1, keep=[10])
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == [
+        "ckpt_00000010.pt",
+        "ckpt_00000020.pt",
+    ]
+
+
 def test_damaged_or_foreign_files_are_clear_errors(tmp_path):
     damaged = tmp_path / "ckpt_00000001.pt"
     damaged.write_bytes(b"not a checkpoint")

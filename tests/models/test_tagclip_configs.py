@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from vocaseg.cli.main import main
+from vocaseg.engine import checkpoint as ckpt
 from vocaseg.engine.train_config import load_train_config
 from vocaseg.models.registry import build_config, create_model
 
@@ -37,6 +38,24 @@ def test_config_validates_and_matches_the_spec(path):
     else:
         assert model.mask_weight == 20 and model.trusty_learner
         assert model.trusty_token == (path.stem in ("tagclip_voc_inductive", "tagclip_coco_inductive", "tagclip_coco_transductive"))  # fmt: skip
+
+
+def test_transductive_start_checkpoint_survives_the_inductive_run(tmp_path):
+    # Spec §5: transductive starts from the inductive checkpoint at half schedule; the inductive
+    # run's pruning (checkpoint.keep_last) must not delete it.
+    configs = {load_train_config(p).run.output: load_train_config(p) for p in CONFIGS}
+    starts = [c.model["init_from"] for c in configs.values() if c.model.get("init_from")]
+    assert len(starts) == 2
+    for start in starts:
+        source = configs[str(Path(start).parent.parent)]
+        folder = tmp_path / source.run.output
+        every, total = source.checkpoint.every, source.schedule.iterations
+        for step in range(every, total + every, every):
+            ckpt.checkpoint_path(folder, min(step, total)).parent.mkdir(parents=True, exist_ok=True)
+            ckpt.checkpoint_path(folder, min(step, total)).touch()
+            ckpt.prune_checkpoints(folder, source.checkpoint.keep_last, source.checkpoint.keep)
+        assert (folder / Path(start).name).is_file(), start
+        assert int(Path(start).stem.split("_")[1]) * 2 == total
 
 
 def test_create_model_from_config_with_random_clip():

@@ -9,7 +9,7 @@ A checkpoint is one ``.pt`` file holding only tensors and plain containers:
   every process, in rank order).
 
 Files are written to a temporary name and renamed, so a crash mid-write leaves the previous
-checkpoint intact; :func:`prune_checkpoints` keeps the newest N.
+checkpoint intact; :func:`prune_checkpoints` keeps the newest N (and any listed steps).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import random
 import re
 import subprocess
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +51,13 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     return Path(path)
 
 
-def prune_checkpoints(folder: str | Path, keep_last: int) -> None:
-    """Delete all but the newest ``keep_last`` checkpoints in ``folder``."""
+def prune_checkpoints(folder: str | Path, keep_last: int, keep: Iterable[int] = ()) -> None:
+    """Delete all but the newest ``keep_last`` checkpoints in ``folder`` and those of the steps
+    in ``keep`` (e.g. the half-schedule checkpoint a transductive run starts from)."""
+    keep = {checkpoint_path(folder, step).name for step in keep}
     for path in list_checkpoints(folder)[:-keep_last]:
-        path.unlink(missing_ok=True)
+        if path.name not in keep:
+            path.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: str | Path, method: str | None = None) -> dict[str, Any]:

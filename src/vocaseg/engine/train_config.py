@@ -123,6 +123,7 @@ class EvalConfig:
 class CheckpointConfig:
     every: int = 1000  # iterations; a final checkpoint is always written
     keep_last: int = 3
+    keep: list[int] = field(default_factory=list)  # steps never pruned (e.g. a transductive start)
 
 
 @dataclass

@@ -387,7 +387,7 @@ class Trainer:
         if self.dist.is_main:
             folder = self.output / CHECKPOINTS
             path = ckpt.save_checkpoint(ckpt.checkpoint_path(folder, self.step), state)
-            ckpt.prune_checkpoints(folder, self.cfg.checkpoint.keep_last)
+            ckpt.prune_checkpoints(folder, self.cfg.checkpoint.keep_last, self.cfg.checkpoint.keep)
         D.barrier()
         return path
 
