@@ -133,9 +133,22 @@ def test_attention_variants_match_brute_force(kind):
     q, k = torch.randn(2, 1, 2, 1 + h * w, 8, dtype=torch.float64).unbind(0)
     weights = attention_weights(q, k, kind, (h, w), std)
     expected = _brute_force(q[0, 0], k[0, 0], kind, h, w, std)
-    assert torch.allclose(weights[0, 0].double(), expected, atol=1e-6)
+    assert weights.dtype == torch.float64  # float64 in, float64 out (not rounded to float32)
+    assert torch.allclose(weights[0, 0], expected, rtol=0, atol=1e-12)
     row_sums = weights.sum(-1)
     assert torch.allclose(row_sums, torch.full_like(row_sums, 2.0 if kind == "csa" else 1.0))
+
+
+@pytest.mark.parametrize("kind", ["csa", "qq", "kk", "naclip", "vanilla"])
+def test_attention_logits_stay_float32_under_autocast(kind):
+    # bf16 has 8 mantissa bits: logits near 30 would round by 0.125 before the softmax.
+    torch.manual_seed(0)
+    q, k = 3 * torch.randn(2, 1, 2, 13, 16)  # [B, heads, 1 + 3*4, d] each
+    expected = attention_weights(q, k, kind, (3, 4))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        weights = attention_weights(q, k, kind, (3, 4))
+    assert weights.dtype == torch.float32
+    assert torch.allclose(weights, expected, atol=1e-6)
 
 
 def test_neighbourhood_bias_double_loop():

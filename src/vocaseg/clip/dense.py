@@ -36,46 +36,51 @@ class DenseOutput(NamedTuple):
 
 @functools.lru_cache(maxsize=32)
 def neighbourhood_bias(h: int, w: int, std: float) -> Tensor:
-    """NACLIP's Gaussian Ω [1 + h*w, 1 + h*w] (float32, CPU): exp(-|u_i - u_j|² / 2σ²) between patch
-    grid coordinates u = (row, col); zero on the class-token row and column."""
+    """NACLIP's Gaussian Ω [1 + h*w, 1 + h*w] (float64, CPU): exp(-|u_i - u_j|² / 2σ²) between
+    patch grid coordinates u = (row, col); zero on the class-token row and column."""
     rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
     coords = torch.stack([rows.flatten(), cols.flatten()], dim=1).double()  # [N, 2]
     dist2 = torch.cdist(coords, coords).pow(2)
     bias = torch.zeros(h * w + 1, h * w + 1, dtype=torch.float64)
     bias[1:, 1:] = torch.exp(-dist2 / (2 * std**2))
-    return bias.float()
+    return bias
+
+
+def _at_least_fp32(x: Tensor) -> Tensor:
+    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 def attention_weights(
     q: Tensor, k: Tensor, attn: Attention, grid: tuple[int, int], gaussian_std: float = 5.0
 ) -> Tensor:
-    """Attention matrix A [B, heads, N+1, N+1] (float32) of a last-layer variant (spec §3).
+    """Attention matrix A [B, heads, N+1, N+1] of a last-layer variant (spec §3), computed in
+    float32 (float64 for float64 inputs) whatever autocast the caller runs under.
 
     ``q``, ``k``: [B, heads, N+1, d] with the class token first; ``grid`` = (h, w).
     """
+    if attn not in ATTENTIONS:
+        raise ValueError(f"unknown attention {attn!r}; choose from {', '.join(ATTENTIONS)}")
     scale = q.shape[-1] ** -0.5
-    q, k = q.float(), k.float()
+    q, k = _at_least_fp32(q), _at_least_fp32(k)
     if attn == "identity":
-        eye = torch.eye(q.shape[-2], device=q.device)
+        eye = torch.eye(q.shape[-2], dtype=q.dtype, device=q.device)
         return eye.expand(*q.shape[:2], -1, -1)
-    if attn == "vanilla":
-        return torch.softmax(scale * q @ k.transpose(-1, -2), dim=-1)
-    if attn == "qq":
-        return torch.softmax(scale * q @ q.transpose(-1, -2), dim=-1)
-    if attn == "kk":
-        return torch.softmax(scale * k @ k.transpose(-1, -2), dim=-1)
-    if attn == "csa":  # rows sum to 2, not renormalised (SCLIP)
-        return torch.softmax(scale * q @ q.transpose(-1, -2), dim=-1) + torch.softmax(
-            scale * k @ k.transpose(-1, -2), dim=-1
-        )
-    if attn == "naclip":
-        bias = neighbourhood_bias(grid[0], grid[1], float(gaussian_std)).to(q.device)
-        return torch.softmax(scale * k @ k.transpose(-1, -2) + bias, dim=-1)
-    raise ValueError(f"unknown attention {attn!r}; choose from {', '.join(ATTENTIONS)}")
 
+    def softmax_gram(a: Tensor, b: Tensor, bias: Tensor | float = 0.0) -> Tensor:
+        return torch.softmax(scale * a @ b.transpose(-1, -2) + bias, dim=-1)
 
-def _at_least_fp32(x: Tensor) -> Tensor:
-    return x.to(torch.promote_types(x.dtype, torch.float32))
+    with torch.autocast(q.device.type, enabled=False):  # bf16 logits would round by ~1%
+        if attn == "vanilla":
+            return softmax_gram(q, k)
+        if attn == "qq":
+            return softmax_gram(q, q)
+        if attn == "kk":
+            return softmax_gram(k, k)
+        if attn == "csa":  # rows sum to 2, not renormalised (SCLIP)
+            return softmax_gram(q, q) + softmax_gram(k, k)
+        # naclip
+        omega = neighbourhood_bias(grid[0], grid[1], float(gaussian_std))
+        return softmax_gram(k, k, omega.to(device=q.device, dtype=q.dtype))
 
 
 def _split_heads(x: Tensor, heads: int) -> Tensor:
