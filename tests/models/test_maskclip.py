@@ -67,6 +67,19 @@ def test_forward_is_cosine_of_dense_features(tiny_vit_clip):
     assert torch.allclose(scores, expected, atol=1e-6)
 
 
+def test_scores_are_float32_cosines_under_autocast(tiny_vit_clip):
+    # The encoder may run in bf16; the cosines (then × logit_scale) must not be rounded to bf16.
+    model = _model(tiny_vit_clip)
+    images = torch.randn(1, 3, 48, 64)
+    text = torch.randn(4, tiny_vit_clip.config.embed_dim)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        scores = model(images, text)
+        feats = dense_features(tiny_vit_clip, images).features
+    expected = torch.einsum("bdhw,qd->bqhw", feats.float(), F.normalize(text, dim=-1))
+    assert scores.dtype == torch.float32
+    assert torch.allclose(scores, expected, atol=1e-6)
+
+
 def test_key_smoothing_on_gives_query_probabilities(tiny_vit_clip):
     model = _model(tiny_vit_clip, ks_thresh=1.0, pd_thresh=0.5)
     with torch.no_grad():

@@ -118,13 +118,15 @@ class MaskCLIP(SegmentationModel):
             rn_dense_attnpool=cfg.rn_dense_attnpool,
             return_keys=smoothing,
         )
-        text = torch.nn.functional.normalize(text.float(), dim=-1)
-        scores = torch.einsum("bdhw,qd->bqhw", feats, text)
-        scores = prompt_denoise(scores, cfg.pd_thresh)
-        if smoothing:
-            probs = key_smooth(scores, keys, cfg.ks_thresh, cfg.ks_key_norm)
-            return probs / probs.sum(dim=1, keepdim=True).clamp_min(1e-12)
-        return scores
+        # Scoring in fp32 even when the encoder ran under bf16/fp16 autocast (spec §7).
+        with torch.autocast(feats.device.type, enabled=False):
+            text = torch.nn.functional.normalize(text.to(feats.dtype), dim=-1)  # fp32 or fp64
+            scores = torch.einsum("bdhw,qd->bqhw", feats, text)
+            scores = prompt_denoise(scores, cfg.pd_thresh)
+            if smoothing:
+                probs = key_smooth(scores, keys, cfg.ks_thresh, cfg.ks_key_norm)
+                return probs / probs.sum(dim=1, keepdim=True).clamp_min(1e-12)
+            return scores
 
     def finalize(self, stitched: Tensor, vocabulary: Vocabulary) -> Tensor:
         """Stitched scores [B, Q, H, W] -> class probabilities [B, K, H, W] (argmax = label)."""
