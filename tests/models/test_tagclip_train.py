@@ -123,3 +123,17 @@ def test_setting_mismatch_and_unknown_unseen_class_are_errors(tmp_path):
     cfg["data"]["zero_shot"]["unseen"] = ["purple hexagon"]
     with pytest.raises(ConfigError, match="purple hexagon"):
         Trainer(parse_train_config(cfg))
+
+
+def test_transductive_start_must_be_inductive_with_the_same_split(tmp_path):
+    inductive = parse_train_config(config(tmp_path / "ind", steps=1))
+    start = Trainer(inductive).train().parent / "checkpoints" / "ckpt_00000001.pt"
+    supervised = config(tmp_path / "sup", steps=1, setting="supervised", trusty_token=False)
+    Trainer(parse_train_config(supervised)).train()
+    for source, unseen in ((start, [4]), (tmp_path / "sup/checkpoints/ckpt_00000001.pt", [])):
+        cfg = config(tmp_path / "trans", setting="transductive", init_from=str(source))
+        cfg["data"]["zero_shot"]["unseen"] = unseen
+        with pytest.raises(ConfigError, match="inductive checkpoint with this run's unseen"):
+            Trainer(parse_train_config(cfg))
+    cfg = config(tmp_path / "trans", setting="transductive", init_from=str(start))
+    assert Trainer(parse_train_config(cfg)).model.init_split["setting"] == "inductive"

@@ -183,6 +183,7 @@ class TagCLIP(SegmentationModel):
             size_divisor=visual.conv1.kernel_size[0],
         )
         self.train_vocabulary: Vocabulary | None = None
+        self.init_split: dict[str, Any] | None = None  # split of the init_from training checkpoint
         self._train_text: Tensor | None = None
         self._embedder = None  # TextEmbedder, built on first use
 
@@ -260,12 +261,25 @@ class TagCLIP(SegmentationModel):
             )
         if setting != "supervised" and vocabulary.seen is None:
             raise ConfigError(f"{setting} training needs a seen/unseen split (data.zero_shot)")
+        if setting == "transductive" and self.init_split is not None:
+            self._check_init_split(vocabulary)
         self.train_vocabulary = vocabulary
         queried = Vocabulary(vocabulary.classes)
         if setting == "inductive":
             queried = Vocabulary(tuple(vocabulary.classes[i] for i in vocabulary.seen))
         with torch.no_grad():
             self._train_text = self.encode_vocabulary(queried)
+
+    def _check_init_split(self, vocabulary: Vocabulary) -> None:
+        """Spec §5/§9: transductive training starts from an inductive run with the same split."""
+        split = self.init_split or {}
+        unseen = [n for i, n in enumerate(vocabulary.class_names) if i not in set(vocabulary.seen)]
+        if split.get("setting") != "inductive" or list(split.get("unseen", [])) != unseen:
+            raise ConfigError(
+                f"init_from {self.config.init_from}: was trained {split.get('setting')!r} with "
+                f"unseen {split.get('unseen')}, but transductive training must start from an "
+                f"inductive checkpoint with this run's unseen classes {unseen}"
+            )
 
     def count_targets(self, batch: dict[str, Any]) -> float:
         """Labelled (image, class) pairs of this micro-batch; the trainer turns the global sum into
@@ -365,7 +379,8 @@ def warm_start(model: TagCLIP, source: str | Path) -> list[str]:
     (τ when it is off) are skipped, a shape mismatch is an error.
 
     Returns the names of the parameters left at their initial values (τ and the trusty learner
-    when starting TagCLIP from ZegCLIP).
+    when starting TagCLIP from ZegCLIP). A training checkpoint's split is kept in
+    ``model.init_split``; transductive training checks it (model folders record no split).
     """
     from safetensors.torch import load_file
 
@@ -380,7 +395,9 @@ def warm_start(model: TagCLIP, source: str | Path) -> list[str]:
             )
         state = load_file(str(source / MODEL_WEIGHTS))
     else:
-        state = load_checkpoint(source, model.name or None)["model"]
+        checkpoint = load_checkpoint(source, model.name or None)
+        state = checkpoint["model"]
+        model.init_split = checkpoint.get("split")
     own = model.state_dict()
     wrong = [
         f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
