@@ -37,7 +37,9 @@ def _vit(embed: int, image: int, layers: int, width: int, patch: int, text: int)
     )
 
 
-def _rn(embed: int, image: int, layers: tuple[int, int, int, int], width: int, text: int):
+def _rn(
+    embed: int, image: int, layers: tuple[int, int, int, int], width: int, text: int
+) -> CLIPConfig:
     return CLIPConfig(
         embed_dim=embed,
         image_size=image,
