@@ -3,6 +3,7 @@ pruned to the newest N, and RNG states that round-trip."""
 
 from __future__ import annotations
 
+import os
 import random
 import sys
 from pathlib import Path
@@ -62,6 +63,19 @@ def test_interrupted_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     state = ckpt.load_checkpoint(path)
     assert state["step"] == 1 and torch.equal(state["model"]["w"], torch.ones(3))
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temporary left
+
+
+def test_checkpoint_is_on_disk_before_the_rename(tmp_path, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    path = ckpt.save_checkpoint(ckpt.checkpoint_path(tmp_path, 1), {"step": 1})
+    assert synced and all(Path(p).parent == path.parent and p != str(path) for p in synced)
 
 
 def test_keep_last_prunes_oldest(tmp_path):
