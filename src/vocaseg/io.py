@@ -29,6 +29,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        with open(tmp, "rb") as handle:  # on disk before the rename: a crash leaves no empty file
+            os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual mode
         os.replace(tmp, target)
     except BaseException:
@@ -41,8 +43,6 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iter
     """Open a temporary file beside ``path`` for writing; rename it to ``path`` when closed cleanly."""
     with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as handle:
         yield handle
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def _umask() -> int:

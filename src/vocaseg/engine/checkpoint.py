@@ -14,7 +14,6 @@ checkpoint intact; :func:`prune_checkpoints` keeps the newest N (and any listed 
 
 from __future__ import annotations
 
-import os
 import random
 import re
 import subprocess
@@ -49,8 +48,6 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """``torch.save`` ``state`` (plus the format tag) atomically to ``path``."""
     with atomic_path(path) as tmp:
         torch.save({"format": FORMAT, **state}, tmp)
-        with open(tmp, "rb") as handle:  # on disk before the rename: a crash leaves no empty file
-            os.fsync(handle.fileno())
     return Path(path)
 
 
