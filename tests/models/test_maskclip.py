@@ -9,13 +9,9 @@ import torch.nn.functional as F
 
 from vocaseg.clip.dense import dense_features
 from vocaseg.errors import UserError
+from vocaseg.inference.background import drop_small_classes, max_over_queries
 from vocaseg.inference.predict import predict_scores
-from vocaseg.models.maskclip import (
-    PRESETS,
-    drop_small_classes,
-    max_per_class,
-    threshold_background,
-)
+from vocaseg.models.maskclip import PRESETS, threshold_background
 from vocaseg.models.registry import create_model, list_models, load_model, save_model
 from vocaseg.text.templates import get_templates
 from vocaseg.text.vocab import Vocabulary
@@ -89,7 +85,7 @@ def test_key_smoothing_on_gives_query_probabilities(tiny_vit_clip):
 
 def test_max_prob_is_the_max_over_each_class_queries():
     probs = torch.rand(2, 4, 3, 3)
-    out = max_per_class(probs, VOCAB.query_to_class, 3)
+    out = max_over_queries(probs, VOCAB.query_to_class, 3)
     assert torch.equal(out[:, 0], probs[:, 0])
     assert torch.equal(out[:, 1], torch.maximum(probs[:, 1], probs[:, 2]))
     assert torch.equal(out[:, 2], probs[:, 3])

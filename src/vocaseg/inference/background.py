@@ -60,11 +60,32 @@ def class_probabilities(
     probs = scores.float() if logit_scale is None else (logit_scale * scores.float()).softmax(1)
     if query_to_class is None:
         return probs
-    index = torch.as_tensor(list(query_to_class), device=probs.device)
-    num_classes = int(index.max()) + 1
+    return max_over_queries(probs, query_to_class)
+
+
+def max_over_queries(
+    probs: Tensor, query_to_class: Sequence[int], num_classes: int | None = None
+) -> Tensor:
+    """[B, Q, H, W] query probabilities -> [B, K, H, W]: the max over each class's queries."""
+    if num_classes is None:
+        num_classes = max(query_to_class) + 1
+    if len(query_to_class) == num_classes:
+        return probs
+    index = torch.as_tensor(list(query_to_class), device=probs.device).view(1, -1, 1, 1)
     out = probs.new_full((probs.shape[0], num_classes, *probs.shape[2:]), float("-inf"))
-    expanded = index.view(1, -1, 1, 1).expand_as(probs)
-    return out.scatter_reduce(1, expanded, probs, reduce="amax")
+    return out.scatter_reduce(1, index.expand_as(probs), probs, reduce="amax")
+
+
+def drop_small_classes(probs: Tensor, area_thd: float, background: int = 0) -> Tensor:
+    """Zero the probabilities [B, K, H, W] of every class whose predicted area is at most
+    ``area_thd`` × the image's predicted non-background area (SCLIP's VOC-21 rule)."""
+    labels = probs.argmax(1)
+    classes = torch.arange(probs.shape[1], device=probs.device).view(1, -1, 1, 1)
+    area = (labels[:, None] == classes).flatten(2).sum(-1)  # [B, K]
+    foreground = area.sum(1, keepdim=True) - area[:, background : background + 1]
+    small = (area <= area_thd * foreground) & (area > 0)
+    small[:, background] = False
+    return probs.masked_fill(small[..., None, None], 0.0)
 
 
 def threshold_background(
@@ -83,13 +104,7 @@ def threshold_background(
     """
     probs = class_probabilities(scores, logit_scale, query_to_class)  # [B, K, H, W]
     if area_thd:
-        labels = probs.argmax(1)
-        classes = torch.arange(probs.shape[1], device=probs.device).view(1, -1, 1, 1)
-        area = (labels[:, None] == classes).flatten(2).sum(-1)  # [B, K]
-        foreground = area.sum(1, keepdim=True) - area[:, background : background + 1]
-        small = (area <= area_thd * foreground) & (area > 0)
-        small[:, background] = False
-        probs = probs.masked_fill(small[..., None, None], 0.0)
+        probs = drop_small_classes(probs, area_thd, background)
     best, labels = probs.max(1)
     return labels.masked_fill(best < prob_thd, background)
 

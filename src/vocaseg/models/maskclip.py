@@ -21,6 +21,7 @@ from torch import Tensor
 from vocaseg.clip.dense import Attention, dense_features, key_smooth, prompt_denoise
 from vocaseg.config import to_dict
 from vocaseg.errors import UserError
+from vocaseg.inference.background import drop_small_classes, max_over_queries
 from vocaseg.models.base import IMAGENET_MEAN, IMAGENET_STD, Preprocess, SegmentationModel
 from vocaseg.models.registry import register_model
 
@@ -132,7 +133,7 @@ class MaskCLIP(SegmentationModel):
         """Stitched scores [B, Q, H, W] -> class probabilities [B, K, H, W] (argmax = label)."""
         cfg = self.config
         probs = stitched if cfg.ks_thresh > 0 else torch.softmax(cfg.logit_scale * stitched, 1)
-        probs = max_per_class(probs, vocabulary.query_to_class, len(vocabulary))
+        probs = max_over_queries(probs, vocabulary.query_to_class, len(vocabulary))
         if cfg.area_thd > 0:
             probs = drop_small_classes(probs, cfg.area_thd)
         if cfg.prob_thd > 0:
@@ -147,27 +148,6 @@ class MaskCLIP(SegmentationModel):
 
     def config_dict(self) -> dict[str, Any]:
         return to_dict(self.config)
-
-
-def max_per_class(probs: Tensor, query_to_class: list[int], num_classes: int) -> Tensor:
-    """[B, Q, H, W] query probabilities -> [B, K, H, W]: the max over each class's queries."""
-    if len(query_to_class) == num_classes:
-        return probs
-    index = torch.as_tensor(query_to_class, device=probs.device).view(1, -1, 1, 1)
-    out = probs.new_full((probs.shape[0], num_classes, *probs.shape[2:]), float("-inf"))
-    return out.scatter_reduce(1, index.expand_as(probs), probs, reduce="amax")
-
-
-def drop_small_classes(probs: Tensor, area_thd: float) -> Tensor:
-    """Zero the probabilities of foreground classes (1..K-1) whose predicted area is at most
-    ``area_thd`` × the predicted foreground area, per image (SCLIP's VOC-21 rule)."""
-    num_classes = probs.shape[1]
-    pred = probs.argmax(dim=1)  # [B, H, W]
-    areas = torch.stack([(pred == c).sum(dim=(1, 2)) for c in range(num_classes)], 1)  # [B, K]
-    foreground = areas[:, 1:].sum(dim=1, keepdim=True)
-    keep = (areas > area_thd * foreground).to(probs.dtype)
-    keep[:, 0] = 1.0
-    return probs * keep[:, :, None, None]
 
 
 def threshold_background(probs: Tensor, prob_thd: float) -> Tensor:
