@@ -57,7 +57,7 @@ def main() -> None:
     vocab = Vocabulary.parse(VOC20)
     rows = []
     for size in args.sizes:
-        model = create_model("maskclip", short_side=size, slide_crop=0)  # random ViT-B/16
+        model = create_model("maskclip", short_side=size, window=0)  # random ViT-B/16
         seg = Segmenter(model)
         clear_memory_cache()
         vocab_s = timed(seg.set_vocabulary, vocab)  # cold: no memory or disk cache

@@ -4,7 +4,7 @@ so evaluator and CLI tests can check exact numbers. Shared by tests/engine and t
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -12,28 +12,28 @@ import torch
 from torch import nn
 
 from vocaseg.data.synthetic import class_colour
-from vocaseg.models.base import Preprocess, SegmentationModel
+from vocaseg.models.base import InferenceConfig, SegmentationModel
 from vocaseg.models.registry import register_model
 
 
 @dataclass
-class StubConfig:
-    window: int = 0  # > 0: sliding window of this size, stride window // 2
+class StubConfig(InferenceConfig):
+    """``window`` > 0: sliding window of this size, stride window // 2 (unless set)."""
+
     clip: Any = None  # this stub needs no CLIP
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.window and not self.stride:
+            self.stride = self.window // 2
 
 
 class ColourStub(SegmentationModel):
     def __init__(self, cfg: StubConfig) -> None:
         super().__init__()
-        self.cfg = cfg
+        self.config = cfg
         self.scale = nn.Parameter(torch.ones(()))  # gives the model a device, dtype and hash
-        self.preprocess = Preprocess(
-            mean=(0.0, 0.0, 0.0),
-            std=(1.0, 1.0, 1.0),
-            short_side=None,
-            window=cfg.window or None,
-            stride=cfg.window // 2 or None,
-        )
+        self.setup_inference((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 
     def encode_vocabulary(self, vocabulary):
         return torch.stack([torch.from_numpy(class_colour(i)) for i in range(len(vocabulary))])
@@ -43,12 +43,9 @@ class ColourStub(SegmentationModel):
         diff = images[:, None] - text[None, :, :, None, None]
         return -self.scale * diff.pow(2).sum(2)
 
-    def config_dict(self):
-        return asdict(self.cfg)
-
 
 @register_model("colour_stub", StubConfig, "test-only nearest-colour classifier")
-def build_colour_stub(cfg: StubConfig, clip: Any) -> ColourStub:
+def build_colour_stub(cfg: StubConfig, towers: Any) -> ColourStub:
     return ColourStub(cfg)
 
 

@@ -9,7 +9,9 @@ from vocaseg.cli.main import main
 from vocaseg.clip.model import CLIP, CLIPConfig
 from vocaseg.errors import CheckpointError
 from vocaseg.models.convert_zegclip import convert_checkpoint, convert_state_dict
-from vocaseg.models.registry import create_model, load_model
+from vocaseg.models.folder import load_model
+from vocaseg.models.registry import create_model
+from vocaseg.models.weights import load_into, read_state
 
 TINY = dict(
     embed_dim=32, image_size=32, vision_layers=2, vision_width=64, vision_patch_size=16,
@@ -128,11 +130,19 @@ def test_tagclip_checkpoint_and_warm_start_from_zegclip(tmp_path):
 
     write_checkpoint(tmp_path / "zeg.pth")
     zeg, _ = convert_checkpoint(tmp_path / "zeg.pth", tmp_path / "zeg", clip=tiny_clip())
-    from vocaseg.models.tagclip import warm_start
-
     tag = create_model("tagclip", clip=tiny_clip(), pos_grid=4, num_prompts=3, head_ffn=48)
-    unfilled = warm_start(tag, tmp_path / "zeg")
-    assert {k.split(".")[1] for k in unfilled} == {"trusty_token", "trusty_learner"}
+    state, record = read_state(tmp_path / "zeg")
+    assert record["method"] == "zegclip"
+    with pytest.raises(CheckpointError, match=r"missing .*head\.trusty_token"):
+        load_into(tag, state, what="zeg", required=list(tag.saved_state_dict()))
+    report = load_into(
+        tag,
+        state,
+        what="zeg",
+        required=list(tag.saved_state_dict()),
+        allow_missing=["head.trusty_*"],
+    )
+    assert {k.split(".")[1] for k in report.missing} == {"trusty_token", "trusty_learner"}
     assert torch.equal(tag.state_dict()["vpt.shallow"], zeg.state_dict()["vpt.shallow"])
 
 
@@ -146,9 +156,7 @@ def test_errors(tmp_path, capsys):
     with pytest.raises(CheckpointError, match=r"decode_head\.class_embed\.weight"):
         convert_checkpoint(tmp_path / "odd.pth", clip=tiny_clip())
     write_checkpoint(tmp_path / "p8.pth", **{"backbone.conv1.weight": torch.zeros(64, 3, 8, 8)})
-    with pytest.raises(
-        CheckpointError, match=r"clip\.visual\.conv1\.weight: checkpoint \(64, 3, 8, 8\)"
-    ):
+    with pytest.raises(CheckpointError, match=r"clip\.visual\.conv1\.weight \(64, 3, 8, 8\) vs"):
         convert_checkpoint(tmp_path / "p8.pth", clip=tiny_clip())
     code = main(["convert", "zegclip", str(tmp_path / "missing.pth"), "-o", str(tmp_path / "o")])
     err = capsys.readouterr().err

@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "list_models": "vocaseg.models.registry",
     "create_model": "vocaseg.models.registry",
-    "load_model": "vocaseg.models.registry",
+    "load_model": "vocaseg.models.folder",
     "Segmenter": "vocaseg.inference.segmenter",
 }
 _SUBMODULES = {"clip", "text", "models", "data", "metrics", "engine", "inference", "viz", "losses"}

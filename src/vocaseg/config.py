@@ -7,6 +7,7 @@ expected, raised before any work starts.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import types
 import typing
 from pathlib import Path
@@ -78,6 +79,23 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") 
         )
     kwargs = {name: _coerce(hints[name], value, f"{where}.{name}") for name, value in data.items()}
     return cls(**kwargs)
+
+
+def field_help(cls: type) -> dict[str, str]:
+    """The one-line help of each field of dataclass ``cls``: the text of its ``Annotated[type,
+    "help"]`` annotation, looked up through the base classes when a subclass redeclares a field
+    only to change its default."""
+    helps: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        hints = typing.get_type_hints(klass, include_extras=True)
+        for name in inspect.get_annotations(klass):
+            extras = getattr(hints.get(name), "__metadata__", ())
+            text = next((e for e in extras if isinstance(e, str)), None)
+            if text is not None:
+                helps[name] = text
+    return helps
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

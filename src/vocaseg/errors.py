@@ -33,3 +33,7 @@ class ImageError(UserError, ValueError):
 
 class WeightsNotFoundError(UserError, FileNotFoundError):
     """Pretrained weights are needed but neither cached nor downloadable (e.g. offline)."""
+
+
+class VocasegWarning(UserWarning):
+    """Something a user should know that does not stop the work (printed as one ``warning:`` line)."""

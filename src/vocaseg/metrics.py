@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vocaseg.dist import all_reduce_sum, is_distributed, reduction_device
+
 SEMANTICS = ("detectron2", "mmseg")
 
 ArrayLike = np.ndarray | Tensor
@@ -70,22 +72,18 @@ class ConfusionMatrix:
         self.count = 0  # images accumulated
 
     def update(self, pred: ArrayLike, gt: ArrayLike) -> None:
-        """Add one image (or a batch of equal-size images) to the matrix."""
-        cm = confusion_matrix(
-            torch.as_tensor(pred), torch.as_tensor(gt), self.num_classes, self.ignore_index
-        )
+        """Add one image [H, W] (or a batch of equal-size images [B, H, W]) to the matrix."""
+        pred, gt = torch.as_tensor(pred), torch.as_tensor(gt)
+        cm = confusion_matrix(pred, gt, self.num_classes, self.ignore_index)
         self.matrix += cm.cpu()
-        self.count += 1
+        self.count += pred.shape[0] if pred.ndim == 3 else 1
 
     def all_reduce(self) -> None:
         """Sum matrix and image count over torch.distributed ranks (no-op when not initialised)."""
-        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        if not is_distributed():
             return
-        backend = torch.distributed.get_backend()
-        device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else "cpu"
-        payload = torch.cat([self.matrix.reshape(-1), torch.tensor([self.count])]).to(device)
-        torch.distributed.all_reduce(payload)
-        payload = payload.cpu()
+        payload = torch.cat([self.matrix.reshape(-1), torch.tensor([self.count])])
+        payload = all_reduce_sum(payload.to(reduction_device())).cpu()
         self.matrix = payload[:-1].reshape(self.num_classes, self.num_classes)
         self.count = int(payload[-1])
 
@@ -118,6 +116,40 @@ def class_statistics(cm: ArrayLike) -> dict[str, np.ndarray]:
     return {"tp": tp, "gt": gt, "pred": pred, "union": gt + pred - tp}
 
 
+def valid_classes(stats: dict[str, np.ndarray], semantics: str) -> np.ndarray:
+    """Which classes a mean counts: GT present (detectron2) or non-empty union (mmseg)."""
+    return stats["gt"] > 0 if semantics == "detectron2" else stats["union"] > 0
+
+
+def per_class_rows(
+    cm: ArrayLike, class_names: Sequence[str], seen: Iterable[int] | None = None
+) -> list[dict[str, Any]]:
+    """One row per class: pixel counts, IoU and Acc in percent ("" where undefined), whether each
+    semantics counts it, and its split ("seen"/"unseen", "" without a split)."""
+    s = class_statistics(cm)
+    valid = {name: valid_classes(s, name) for name in SEMANTICS}
+    seen_ids = None if seen is None else set(int(i) for i in seen)
+    rows = []
+    for c, name in enumerate(class_names):
+        tp, gt, pred, union = (float(s[k][c]) for k in ("tp", "gt", "pred", "union"))
+        split = "" if seen_ids is None else ("seen" if c in seen_ids else "unseen")
+        rows.append(
+            {
+                "class_id": c,
+                "name": name,
+                "gt_pixels": int(gt),
+                "pred_pixels": int(pred),
+                "tp": int(tp),
+                "union": int(union),
+                "iou": f"{100 * tp / union:.4f}" if union > 0 else "",
+                "acc": f"{100 * tp / gt:.4f}" if gt > 0 else "",
+                **{f"valid_{sem}": int(valid[sem][c]) for sem in SEMANTICS},
+                "split": split,
+            }
+        )
+    return rows
+
+
 def summarize(
     cm: ArrayLike,
     class_names: Sequence[str] | None = None,
@@ -139,7 +171,7 @@ def summarize(
     num_classes = tp.shape[0]
     if class_names is not None and len(class_names) != num_classes:
         raise ValueError(f"{len(class_names)} class names for a {num_classes}-class matrix")
-    valid = gt > 0 if semantics == "detectron2" else union > 0
+    valid = valid_classes(s, semantics)
     with np.errstate(divide="ignore", invalid="ignore"):
         iou = np.where(valid, tp / union, np.nan)
         acc = np.where(gt > 0, tp / gt, np.nan)
@@ -213,12 +245,10 @@ class VideoConsistency:
 
     def all_reduce(self) -> None:
         """Sum (score total, window count) over torch.distributed ranks, in float64."""
-        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        if not is_distributed():
             return
-        backend = torch.distributed.get_backend()
-        device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else "cpu"
-        payload = torch.tensor([self.total, float(self.count)], dtype=torch.float64, device=device)
-        torch.distributed.all_reduce(payload)
+        payload = torch.tensor([self.total, float(self.count)], dtype=torch.float64)
+        payload = all_reduce_sum(payload.to(reduction_device()))
         self.total, self.count = float(payload[0]), int(payload[1])
 
     @property

@@ -10,7 +10,7 @@ import pytest
 from cli_helpers import run_cli
 from vocaseg.bench import numbered_vocabulary
 
-FAST = ["--set", "short_side=48", "--set", "slide_crop=0", "--set", "templates=single"]
+FAST = ["--set", "short_side=48", "--set", "window=0", "--set", "templates=single"]
 
 
 pytestmark = pytest.mark.usefixtures("offline_cache")

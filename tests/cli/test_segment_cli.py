@@ -15,7 +15,7 @@ from PIL import Image
 from cli_helpers import run_cli
 from vocaseg.inference.segmenter import Segmenter
 
-FAST = ["--set", "short_side=48", "--set", "slide_crop=0", "--set", "templates=single"]
+FAST = ["--set", "short_side=48", "--set", "window=0", "--set", "templates=single"]
 
 
 pytestmark = pytest.mark.usefixtures("offline_cache")
@@ -57,7 +57,7 @@ def test_segment_writes_label_overlay_and_json(capsys, images, tiny_clip_file, t
     )
     assert code == 0 and "3 images" in stdout
     seg = Segmenter.from_pretrained(
-        "maskclip", weights=tiny_clip_file, short_side=48, slide_crop=0, templates="single"
+        "maskclip", weights=tiny_clip_file, short_side=48, window=0, templates="single"
     )
     seg.set_vocabulary(classes)
     for stem in ("a", "b", "c"):
@@ -112,17 +112,20 @@ def test_bad_inputs_end_with_one_line_and_exit_2(capsys, images, tiny_clip_file,
     (tmp_path / "a_file").write_text("x")
     base = ["--weights", tiny_clip_file, "-o", tmp_path / "out", *FAST]
     cases = [
-        ([tmp_path / "missing.png", "--classes", "a", *base], ["missing.png", "not found"]),
-        ([tmp_path / "not_image.png", "--classes", "a", *base], ["not_image.png"]),
-        ([tmp_path / "cut.jpg", "--classes", "a", *base], ["cut.jpg", "truncated"]),
+        ([tmp_path / "missing.png", "--classes", "a, b", *base], ["missing.png", "not found"]),
+        ([tmp_path / "not_image.png", "--classes", "a, b", *base], ["not_image.png"]),
+        ([tmp_path / "cut.jpg", "--classes", "a, b", *base], ["cut.jpg", "truncated"]),
         ([good, "--classes", " , ", *base], ["empty"]),
         ([good, "--classes", "cat, dog; Cat", *base], ["twice"]),
         ([good, "--classes", "cat, " + "very " * 80, *base], ["too long"]),
-        ([good, "--classes", "a", "--model", "nope", *base], ["unknown model", "vocaseg models"]),
-        ([good, "--classes", "a", "--weights", tmp_path / "garbage.pt"], ["garbage.pt"]),
-        ([good, "--classes", "a", *base, "-o", tmp_path / "a_file" / "out"], ["output folder"]),
+        (
+            [good, "--classes", "a, b", "--model", "nope", *base],
+            ["unknown model", "vocaseg models"],
+        ),
+        ([good, "--classes", "a, b", "--weights", tmp_path / "garbage.pt"], ["garbage.pt"]),
+        ([good, "--classes", "a, b", *base, "-o", tmp_path / "a_file" / "out"], ["output folder"]),
         ([good, "--classes-file", tmp_path / "none.txt", *base], ["none.txt"]),
-        ([good, "--classes", "a", *base, "--set", "bogus=1"], ["bogus"]),
+        ([good, "--classes", "a, b", *base, "--set", "bogus=1"], ["bogus"]),
     ]
     for argv, fragments in cases:
         code, _, err = run_cli(capsys, "segment", *argv)
@@ -130,7 +133,7 @@ def test_bad_inputs_end_with_one_line_and_exit_2(capsys, images, tiny_clip_file,
 
 
 def test_missing_weights_offline_names_them_and_the_fix(capsys, images, tmp_path):
-    code, _, err = run_cli(capsys, "segment", images / "a.png", "--classes", "a", "-o", tmp_path)
+    code, _, err = run_cli(capsys, "segment", images / "a.png", "--classes", "a, b", "-o", tmp_path)
     _assert_one_line_error(code, err, "ViT-B/16", "vocaseg download", "--weights")
     assert str(tmp_path / "cache") in err  # where it looked
 

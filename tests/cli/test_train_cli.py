@@ -84,7 +84,7 @@ def test_print_model_shows_tree_and_counts(tmp_path, capsys):
             ["data.pipeline=semantic", "data.dataset=folder", "data.root=/nonexistent"],
             "/nonexistent",
         ),
-        (["run.init=/nonexistent/ckpt.pt"], "checkpoint not found"),
+        (["run.init=/nonexistent/ckpt.pt"], "weights not found"),
     ],
 )
 def test_errors_are_one_line_with_exit_code_2(tmp_path, capsys, overrides, message):

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 
-from vocaseg.data import transforms
 from vocaseg.data.transforms import (
     TrainTransform,
     hsv_to_rgb,
@@ -131,11 +130,3 @@ def test_hsv_round_trip_and_photometric_range():
 def test_rescale_size_keeps_ratio():
     assert rescale_size(500, 375, (2048, 512)) == (683, 512)
     assert rescale_size(100, 4000, (2048, 512)) == (51, 2048)
-
-
-def test_test_transform_resizes_short_side_only():
-    sample = blocks_sample(48, 80)
-    out = transforms.TestTransform(short_side=24, mean=MEAN, std=STD)(sample)
-    assert out["image"].shape == (3, 24, 40)
-    assert out["label"].shape == (48, 80)
-    assert torch.equal(out["label"], torch.from_numpy(sample["label"]))

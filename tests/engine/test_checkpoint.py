@@ -19,6 +19,7 @@ from vocaseg.engine import checkpoint as ckpt
 from vocaseg.engine.train_config import parse_train_config
 from vocaseg.engine.trainer import Trainer
 from vocaseg.errors import CheckpointError
+from vocaseg.models.weights import CHECKPOINT_FORMAT
 
 
 def test_checkpoint_is_self_describing_and_weights_only(tmp_path):
@@ -27,7 +28,7 @@ def test_checkpoint_is_self_describing_and_weights_only(tmp_path):
     paths = ckpt.list_checkpoints(tmp_path / "checkpoints")
     assert [p.name for p in paths] == ["ckpt_00000004.pt"]
     state = torch.load(paths[0], weights_only=True)  # no pickled code
-    assert state["format"] == ckpt.FORMAT and state["method"] == "tiny_pixel"
+    assert state["format"] == CHECKPOINT_FORMAT and state["method"] == "tiny_pixel"
     assert state["config"]["optim"]["lr"] == 0.05
     assert state["vocabulary"]["classes"][1] == ["red square"]
     assert state["split"]["setting"] == "supervised"

@@ -75,7 +75,7 @@ def test_limit_seen_and_record(data):
     assert result.headline == "mmseg" and "hIoU" in result.summary
     record = result.record
     assert record["limit"] == 2 and record["evaluated"] == 2
-    assert record["background"] == {"id": "bg:none"} and record["semantics"] == ["mmseg"]
+    assert record["background"]["id"] == "bg:none" and record["semantics"] == ["mmseg"]
     assert len(record["weights_sha256"]) == 64 and record["preprocess"]["window"] is None
     assert record["dataset"]["id"] == "shapes"
 

@@ -19,7 +19,7 @@ from vocaseg.engine.checkpoint import list_checkpoints, load_checkpoint
 from vocaseg.engine.train_config import parse_train_config
 from vocaseg.engine.trainer import Trainer
 from vocaseg.errors import CheckpointError, ConfigError
-from vocaseg.models.registry import load_model
+from vocaseg.models.folder import load_model
 
 
 def run(output, resume=None, **sections):
@@ -101,7 +101,7 @@ def test_inductive_labels_and_label_full_only_on_request(tmp_path):
     for seen in full.model.received:
         assert "label_full" in seen["keys"]
     samples = [full.data.source.sample(i, np.random.default_rng(i)) for i in range(8)]
-    batch = full.data.collate_fn(samples)
+    batch = full.data.collate(samples)
     label, label_full = batch["label"], batch["label_full"]
     unseen = (label_full == 3) | (label_full == 4)
     assert unseen.any()

@@ -10,22 +10,23 @@ Imported by the trainer through ``run.imports: [tiny_model]`` (tests/engine on `
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vocaseg.constants import IMAGENET_MEAN, IMAGENET_STD
 from vocaseg.data.pipelines import register_pipeline, semantic_data
 from vocaseg.data.synthetic import ShapesDataset
 from vocaseg.errors import ConfigError
-from vocaseg.models.base import IMAGENET_MEAN, IMAGENET_STD, Preprocess, SegmentationModel
+from vocaseg.models.base import InferenceConfig, SegmentationModel, TrainSpec
 from vocaseg.models.registry import register_model
 
 
 @dataclass
-class TinyConfig:
+class TinyConfig(InferenceConfig):
     num_classes: int = 5
     hidden: int = 8
     dropout: float = 0.1
@@ -34,11 +35,10 @@ class TinyConfig:
 
 
 class TinyPixelModel(SegmentationModel):
-    preprocess = Preprocess(mean=IMAGENET_MEAN, std=IMAGENET_STD, short_side=None)
-
     def __init__(self, cfg: TinyConfig) -> None:
         super().__init__()
-        self.cfg = cfg
+        self.config = self.cfg = cfg
+        self.setup_inference(IMAGENET_MEAN, IMAGENET_STD)
         self.stem = nn.Conv2d(3, cfg.hidden, 1)
         self.norm = nn.GroupNorm(1, cfg.hidden)
         self.drop = nn.Dropout(cfg.dropout)
@@ -56,11 +56,12 @@ class TinyPixelModel(SegmentationModel):
     def train_needs(self) -> frozenset[str]:
         return frozenset({"label_full"}) if self.cfg.needs_full else frozenset()
 
-    def prepare_training(self, vocabulary, setting: str) -> None:
-        trained = len(vocabulary.seen) if setting == "inductive" else len(vocabulary)
+    def prepare_training(self, spec: TrainSpec) -> None:
+        vocabulary = spec.vocabulary
+        trained = len(vocabulary.seen) if spec.zero_shot == "inductive" else len(vocabulary)
         if trained != self.cfg.num_classes:
             raise ConfigError(f"model.num_classes must be {trained} for this dataset and setting")
-        self.setting = setting
+        self.setting = spec.setting
 
     def count_targets(self, batch: dict[str, Any]) -> float:
         return float((batch["label"] != 255).sum())
@@ -74,17 +75,14 @@ class TinyPixelModel(SegmentationModel):
         total = ce / batch["num_targets"]
         return {"loss": total, "ce": total.detach()}
 
-    def config_dict(self) -> dict[str, Any]:
-        return asdict(self.cfg)
 
-
-@register_model("tiny_pixel", TinyConfig, "test-only per-pixel classifier")
-def build_tiny(cfg: TinyConfig, clip: Any) -> TinyPixelModel:
+@register_model("tiny_pixel", TinyConfig, "test-only per-pixel classifier", trained=True)
+def build_tiny(cfg: TinyConfig, towers: Any) -> TinyPixelModel:
     return TinyPixelModel(cfg)
 
 
 @register_pipeline("shapes_memory")
-def shapes_memory(cfg, model):
+def shapes_memory(cfg, model, context):
     options = {"num_images": 16, "size": 32, "seed": 0, **cfg.data.options}
     dataset = ShapesDataset(seen=(0, 1, 2), **options)
     return semantic_data(dataset, cfg, model)

@@ -11,7 +11,8 @@ from PIL import Image
 from vocaseg.errors import ImageError, UserError, VocabularyError
 from vocaseg.inference.predict import predict_scores
 from vocaseg.inference.segmenter import SegmentationResult, Segmenter
-from vocaseg.models.registry import create_model, save_model
+from vocaseg.models.folder import save_model
+from vocaseg.models.registry import create_model
 
 CLASSES = ["cat", "sofa; couch", "floor"]
 
@@ -23,9 +24,7 @@ def _text_cache(tmp_path, monkeypatch):
 
 @pytest.fixture
 def model(tiny_vit_clip):
-    return create_model(
-        "maskclip", clip=tiny_vit_clip, templates="single", short_side=48, slide_crop=0
-    )
+    return create_model("maskclip", clip=tiny_vit_clip, templates="single", short_side=48, window=0)
 
 
 @pytest.fixture
@@ -119,9 +118,9 @@ def test_vocabulary_is_encoded_once(model, monkeypatch):
 
 def test_window_covering_the_image_equals_whole_image(tiny_vit_clip):
     settings = {"templates": "single", "short_side": 48}
-    whole = Segmenter(create_model("maskclip", clip=tiny_vit_clip, slide_crop=0, **settings))
-    slid = Segmenter(create_model("maskclip", clip=tiny_vit_clip, slide_crop=96, **settings))
-    small = Segmenter(create_model("maskclip", clip=tiny_vit_clip, slide_crop=32, **settings))
+    whole = Segmenter(create_model("maskclip", clip=tiny_vit_clip, window=0, **settings))
+    slid = Segmenter(create_model("maskclip", clip=tiny_vit_clip, window=96, **settings))
+    small = Segmenter(create_model("maskclip", clip=tiny_vit_clip, window=32, **settings))
     for seg in (whole, slid, small):
         seg.set_vocabulary(CLASSES)
     image = _rgb(48, 80)

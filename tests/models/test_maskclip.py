@@ -1,5 +1,5 @@
-"""MaskCLIP model (specs/maskclip.md §9 items 6, 8, 9): text ensembles, synonyms, windows,
-background rules, presets, KS/PD switches and the model-folder round-trip."""
+"""MaskCLIP model: text ensembles, synonyms, windows, background rules, presets, KS/PD switches
+and the model-folder round-trip."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from vocaseg.background import make_protocol
 from vocaseg.clip.dense import dense_features
 from vocaseg.errors import UserError
-from vocaseg.inference.background import drop_small_classes, max_over_queries
 from vocaseg.inference.predict import predict_scores
-from vocaseg.models.maskclip import PRESETS, threshold_background
-from vocaseg.models.registry import create_model, list_models, load_model, save_model
+from vocaseg.models.folder import load_model, save_model
+from vocaseg.models.maskclip import PRESETS
+from vocaseg.models.registry import create_model, list_models
+from vocaseg.scoring import drop_small_classes, max_over_queries
 from vocaseg.text.templates import get_templates
 from vocaseg.text.vocab import Vocabulary
 
@@ -23,7 +25,7 @@ def _text_cache(tmp_path, monkeypatch):
 
 
 def _model(clip, **overrides):
-    settings = {"templates": "single", "short_side": 64, "slide_crop": 0, **overrides}
+    settings = {"templates": "single", "short_side": 64, "window": 0, **overrides}
     return create_model("maskclip", clip=clip, **settings)
 
 
@@ -96,13 +98,14 @@ def test_finalize_applies_logit_scale_softmax_then_max(tiny_vit_clip):
     stitched = torch.randn(1, 4, 5, 5) * 0.1
     probs = torch.softmax(40.0 * stitched, dim=1)
     expected = torch.stack([probs[:, 0], probs[:, 1:3].amax(1), probs[:, 3]], dim=1)
-    assert torch.allclose(model.finalize(stitched, VOCAB), expected, atol=1e-6)
+    assert torch.allclose(model.finalize(stitched, VOCAB, model.background), expected, atol=1e-6)
 
 
-def test_background_threshold_gives_low_pixels_class_zero():
+def test_background_threshold_gives_low_pixels_the_background_class():
     probs = torch.tensor([[0.2, 0.5, 0.3], [0.3, 0.35, 0.35], [0.1, 0.1, 0.8]]).T
     probs = probs.reshape(1, 3, 1, 3)  # pixel maxima 0.5, 0.35, 0.8
-    label = threshold_background(probs, 0.4).argmax(dim=1)
+    vocab = Vocabulary.from_names(["background", "cat", "dog"])
+    label = make_protocol("bg:threshold", 0.4).apply(probs, vocab).argmax(dim=1)
     assert label.tolist() == [[[1, 0, 2]]]
 
 
@@ -113,16 +116,16 @@ def test_area_threshold_zeroes_a_small_foreground_class():
     probs[0, 2, 0, 8] = 0.9
     probs[0, 0, 0, 9] = 0.9
     probs[0, 0, 0, 8] = 0.5  # runner-up where class 2 is dropped
-    out = drop_small_classes(probs, area_thd=0.2)  # class 2: 1 <= 0.2 * 9 foreground pixels
+    out = drop_small_classes(probs, 0.2, 0)  # class 2: 1 <= 0.2 * 9 foreground pixels
     assert torch.all(out[0, 2] == 0)
     assert out.argmax(dim=1)[0, 0].tolist() == [1] * 8 + [0, 0]
-    assert torch.equal(drop_small_classes(probs, area_thd=0.05), probs)
+    assert torch.equal(drop_small_classes(probs, 0.05, 0), probs)
 
 
 def test_window_larger_than_image_equals_whole_image(tiny_vit_clip):
     images = torch.rand(1, 3, 40, 56) * 255
     whole = _model(tiny_vit_clip, short_side=0)
-    windowed = _model(tiny_vit_clip, short_side=0, slide_crop=64, slide_stride=32)
+    windowed = _model(tiny_vit_clip, short_side=0, window=64, stride=32)
     text = whole.encode_vocabulary(VOCAB)
     with torch.no_grad():
         a = predict_scores(whole, images, text, VOCAB)
@@ -132,19 +135,19 @@ def test_window_larger_than_image_equals_whole_image(tiny_vit_clip):
 
 def test_sliding_window_covers_the_image_and_keeps_its_size(tiny_vit_clip):
     images = torch.rand(2, 3, 45, 70) * 255  # not multiples of 16: padded, then cut back
-    model = _model(tiny_vit_clip, short_side=0, slide_crop=32, slide_stride=20)
-    text = model.encode_vocabulary(VOCAB)
+    model = _model(tiny_vit_clip, short_side=0, window=32, stride=20)
+    vocab = Vocabulary.from_names(["cat", "sofa", "floor"])  # no synonyms: softmax sums to 1
+    text = model.encode_vocabulary(vocab)
     with torch.no_grad():
-        scores = predict_scores(model, images, text, VOCAB)
+        scores = predict_scores(model, images, text, vocab)
     assert scores.shape == (2, 3, 45, 70)
-    assert torch.isfinite(scores).all()
-    assert torch.allclose(scores.sum(dim=1) > 0, torch.ones(2, 45, 70, dtype=torch.bool))
+    assert torch.allclose(scores.sum(dim=1), torch.ones(2, 45, 70), atol=1e-5)
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_every_preset_runs_on_vit_and_resnet(preset, tiny_vit_clip, tiny_rn_clip):
     for clip in (tiny_vit_clip, tiny_rn_clip):
-        model = create_model(preset, clip=clip, templates="single", short_side=64, slide_crop=0)
+        model = create_model(preset, clip=clip, templates="single", short_side=64, window=0)
         text = model.encode_vocabulary(VOCAB)
         with torch.no_grad():
             scores = predict_scores(model, torch.rand(1, 3, 50, 70) * 255, text, VOCAB)
@@ -162,8 +165,10 @@ def test_model_folder_round_trip(tiny_vit_clip, tmp_path):
     loaded = load_model(tmp_path / "m")
     assert loaded.config == model.config
     images = torch.rand(1, 3, 32, 48) * 255
-    text = model.encode_vocabulary(VOCAB)
+    vocab = model.background.prepare(VOCAB)  # bg:threshold adds a "background" class
+    assert vocab.class_names[-1] == "background"
+    text = model.text_for(vocab)
     with torch.no_grad():
-        assert torch.allclose(
-            predict_scores(model, images, text, VOCAB), predict_scores(loaded, images, text, VOCAB)
+        assert torch.equal(
+            predict_scores(model, images, text, vocab), predict_scores(loaded, images, text, vocab)
         )

@@ -9,10 +9,11 @@ import torch.nn.functional as F
 
 from vocaseg.clip.model import CLIP, CLIPConfig
 from vocaseg.errors import ConfigError
+from vocaseg.models.base import TrainSpec
 from vocaseg.models.registry import create_model
 from vocaseg.text.vocab import Vocabulary
 
-TINY = dict(pos_grid=4, head_ffn=64, num_prompts=3, crop_size=64, slide_stride=48)
+TINY = dict(pos_grid=4, head_ffn=64, num_prompts=3, window=64, stride=48, short_side=64)
 
 
 def tiny(name, clip_config, **overrides):
@@ -55,7 +56,7 @@ def test_vit_b16_structure_and_dimensions():
     assert model.head.trusty_token.abs().max() <= math.sqrt(6 / 513) + 1e-6
     assert (model.head.descriptor.proj.bias == 0).all()
     pre = model.preprocess
-    assert (pre.short_side, pre.max_long_side, pre.window, pre.stride) == (512, 2048, 512, 426)
+    assert (pre.short_side, pre.max_long_side, pre.window, pre.stride) == (512, None, 512, 426)
     assert pre.mean == (123.675, 116.28, 103.53)
     with torch.no_grad():
         out = model.eval()(torch.randn(1, 3, 64, 96), unit(4, 512))
@@ -142,7 +143,7 @@ def test_window_output_calibration_and_weighting(tiny_vit_config, mode):
         expected[:, :2] *= 1 - w
     if mode in ("both", "unseen"):
         expected[:, 2:] *= w
-    assert torch.allclose(model.window_output(logits, vocab), expected)
+    assert torch.allclose(model.window_output(logits, vocab, model.background), expected)
 
 
 def test_window_output_paper_target_and_settings(tiny_vit_config):
@@ -152,12 +153,16 @@ def test_window_output_paper_target_and_settings(tiny_vit_config):
     expected = p[:, :3].clone()
     expected[:, :2] = (expected[:, :2] - 0.1) * p[:, 3:]  # w = 1 - σ(M_A)
     expected[:, 2:] *= 1 - p[:, 3:]
-    assert torch.allclose(paper.window_output(_fixed_logits(), vocab), expected)
+    assert torch.allclose(paper.window_output(_fixed_logits(), vocab, paper.background), expected)
     transductive = tiny("tagclip", tiny_vit_config, setting="transductive", trusty_weighting="none")
-    assert torch.allclose(transductive.window_output(_fixed_logits(), vocab), p[:, :3])
+    assert torch.allclose(
+        transductive.window_output(_fixed_logits(), vocab, transductive.background), p[:, :3]
+    )
     # Without a seen set: plain sigmoids, no calibration, no weighting.
     open_vocab = Vocabulary.from_names(["a", "b", "c"])
-    assert torch.allclose(paper.window_output(_fixed_logits()[:, :3], open_vocab), p[:, :3])
+    assert torch.allclose(
+        paper.window_output(_fixed_logits()[:, :3], open_vocab, paper.background), p[:, :3]
+    )
 
 
 def _trainable(tiny_vit_config, vocab, **overrides):
@@ -170,7 +175,7 @@ def _trainable(tiny_vit_config, vocab, **overrides):
         return torch.stack([texts[n] for n in vocabulary.class_names])
 
     model.encode_vocabulary = fake_encode
-    model.prepare_training(vocab, model.config.setting)
+    model.prepare_training(TrainSpec(vocab, zero_shot=model.config.setting))
     return model, received
 
 

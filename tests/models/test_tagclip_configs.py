@@ -32,7 +32,7 @@ def test_config_validates_and_matches_the_spec(path):
     assert model.num_prompts == (10 if "_voc_" in path.stem else 100)
     assert model.templates == ("voc_single" if "_voc_" in path.stem else "coco15")
     assert cfg.optim.lr == 2e-4 and cfg.optim.no_decay == [] and cfg.schedule.warmup_iters == 1500
-    # Spec §6: global batch 16, except TagCLIP COCO transductive (8 GPUs x 1).
+    # The released recipes: global batch 16, except TagCLIP COCO transductive (8 GPUs x 1).
     batch = 8 if path.stem == "tagclip_coco_transductive" else 16
     assert cfg.data.batch_size * cfg.optim.accumulate == batch
     if cfg.method == "zegclip":
@@ -43,10 +43,10 @@ def test_config_validates_and_matches_the_spec(path):
 
 
 def test_transductive_start_checkpoint_survives_the_inductive_run(tmp_path):
-    # Spec §5: transductive starts from the inductive checkpoint at half schedule; the inductive
+    # Transductive starts from the inductive checkpoint at half schedule; the inductive
     # run's pruning (checkpoint.keep_last) must not delete it.
     configs = {load_train_config(p).run.output: load_train_config(p) for p in CONFIGS}
-    starts = [c.model["init_from"] for c in configs.values() if c.model.get("init_from")]
+    starts = [c.run.init for c in configs.values() if c.run.init]
     assert len(starts) == 2
     for start in starts:
         source = configs[str(Path(start).parent.parent)]

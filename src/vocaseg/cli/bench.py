@@ -12,8 +12,8 @@ from pathlib import Path
 from vocaseg.cli.options import (
     add_device_options,
     add_model_options,
-    check_writable,
-    model_overrides,
+    check_output_file,
+    resolve_model,
 )
 from vocaseg.errors import UserError
 from vocaseg.io import write_json
@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "images (median and min seconds per batch, images/s, peak memory) with the same "
         "Segmenter that 'vocaseg segment' runs.",
     )
-    add_model_options(parser, "--set short_side=512 --set slide_crop=0")
+    add_model_options(parser, "--set short_side=512 --set window=0")
     parser.add_argument("--size", type=int, default=512, help="image side in pixels (512)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per batch (8)")
     parser.add_argument(
@@ -57,12 +57,9 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"{flag} must be at least {least}, got {value}")
     text = args.classes.strip()
     vocabulary = numbered_vocabulary(int(text)) if text.isdigit() else Vocabulary.parse(text)
-    overrides = model_overrides(args)
     if args.json:
-        check_writable(Path(args.json).parent, "--json")
-    segmenter = Segmenter.from_pretrained(
-        args.model, weights=args.weights, device=args.device, dtype=args.dtype, **overrides
-    )
+        check_output_file(Path(args.json), "--json")
+    segmenter = Segmenter(resolve_model(args), device=args.device, dtype=args.dtype)
     result = run_bench(segmenter, vocabulary, args.size, args.batch_size, args.warmup, args.repeats)
     result["model"] = str(args.model)
     result["weights"] = None if args.weights is None else str(args.weights)

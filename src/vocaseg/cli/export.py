@@ -13,9 +13,9 @@ from pathlib import Path
 from vocaseg.cli.options import (
     add_model_options,
     add_vocabulary_options,
-    check_writable,
-    model_overrides,
+    check_output_file,
     read_vocabulary,
+    resolve_model,
 )
 from vocaseg.errors import UserError
 
@@ -45,17 +45,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vocaseg.export import export_onnx, require_onnx, sidecar_paths
-    from vocaseg.inference.segmenter import Segmenter
 
     require_onnx()
     if args.opset < 14:
         raise UserError(f"--opset {args.opset} is too old; use 14 or newer (default 17)")
     vocabulary = read_vocabulary(args)
     output = Path(args.output)
-    check_writable(output.parent, "-o/--output")
-    model = Segmenter.from_pretrained(
-        args.model, weights=args.weights, **model_overrides(args)
-    ).model
+    check_output_file(output, "-o/--output")
+    model = resolve_model(args)
     record = export_onnx(
         model, vocabulary, output, tuple(args.size) if args.size else None, args.opset
     )

@@ -9,8 +9,12 @@ exit code. User mistakes raise :class:`vocaseg.errors.UserError` and end here as
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import sys
+import warnings
+from typing import TextIO
 
 from vocaseg import __version__
 from vocaseg.errors import UserError
@@ -40,12 +44,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """Warnings meant for users as one plain line, without source paths."""
+    stream = file or sys.stderr
+    with contextlib.suppress(OSError, ValueError):  # a closed stream
+        stream.write(f"warning: {str(message).strip()}\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "run"):
         parser.print_help()
         return 0
+    previous = warnings.showwarning
+    warnings.showwarning = _one_line_warning
     try:
         return int(args.run(args) or 0)
     except UserError as err:
@@ -54,6 +74,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130
+    except BrokenPipeError:  # e.g. piped into head: the reader has gone, nothing to report
+        _silence_stdout()
+        return 0
+    finally:
+        warnings.showwarning = previous
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe, point stdout at /dev/null so the interpreter's flush at exit is quiet."""
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 if __name__ == "__main__":

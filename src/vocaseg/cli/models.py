@@ -13,6 +13,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="List the segmentation methods (--model) and the known CLIP weights "
         "(--weights), with where each cached weights file lies.",
     )
+    models.add_argument(
+        "name", nargs="?", metavar="NAME", help="a method: list every setting --set accepts"
+    )
     models.add_argument("--cache-dir", help="weights cache (default $VOCASEG_CACHE or ~/.cache)")
     models.set_defaults(run=run_models)
     download = subparsers.add_parser(
@@ -26,10 +29,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     download.set_defaults(run=run_download)
 
 
+def describe_settings(name: str) -> str:
+    """A method's description, towers and every config key with its default and help."""
+    import json
+
+    from vocaseg.config import field_help, to_dict
+    from vocaseg.models.registry import build_config, get_entry
+
+    entry = get_entry(name)
+    config = to_dict(build_config(name))
+    helps = field_help(entry.config_class)
+    towers = entry.towers if isinstance(entry.towers, dict) else "depends on the config"
+    lines = [
+        f"{name}: {entry.description}",
+        f"  needs trained weights: {'yes (a model folder)' if entry.trained else 'no'}",
+        f"  CLIP towers: {towers}",
+        "",
+        "settings (--set KEY=VALUE; in a training config under model:):",
+    ]
+    width = max(len(k) for k in config)
+    for key, value in config.items():
+        shown = json.dumps(value) if not isinstance(value, str) else value
+        if len(shown) > 28:
+            shown = shown[:25] + "..."
+        lines.append(f"  {key:<{width}}  {shown:<28}  {helps.get(key, '')}")
+    return "\n".join(lines)
+
+
 def run_models(args: argparse.Namespace) -> int:
     from vocaseg.clip import hub
     from vocaseg.clip.weights import KNOWN_WEIGHTS
     from vocaseg.models.registry import get_entry, list_models
+
+    if args.name:
+        print(describe_settings(args.name))
+        return 0
 
     print("models (--model):")
     names = list_models()

@@ -1,6 +1,7 @@
-"""Command-line options shared by the commands that build a model for inference
-(``segment``, ``bench``, ``export``): model, weights, ``--set``, vocabulary, device and precision,
-plus the early check that an output location can be written."""
+"""Command-line options shared by the commands that build a model (``segment``, ``eval``,
+``bench``, ``export``, ``demo``): model, weights, ``--set``, ``--background``, vocabulary, device
+and precision, one model resolver for all of them, and the early check that an output location
+can be written."""
 
 from __future__ import annotations
 
@@ -13,21 +14,37 @@ from vocaseg.config import parse_override
 from vocaseg.errors import UserError
 from vocaseg.text.vocab import Vocabulary
 
+WEIGHTS_HELP = (
+    "a model folder (trained or converted), CLIP weights (a known name such as ViT-B/16, or a "
+    "checkpoint file), or 'random' (tests); default: the model's own weights"
+)
 
-def add_model_options(parser: argparse.ArgumentParser, set_example: str) -> None:
-    """``--model``, ``--weights`` and repeatable ``--set KEY=VALUE`` (flat model settings)."""
-    parser.add_argument("--model", default="maskclip", help="method or model folder (maskclip)")
+
+def add_model_options(
+    parser: argparse.ArgumentParser, set_example: str, default: str | None = "maskclip"
+) -> None:
+    """``--model``, ``--weights``, repeatable ``--set KEY=VALUE`` and ``--background``."""
     parser.add_argument(
-        "--weights",
-        help="CLIP weights: a known name (e.g. ViT-B/16) or a checkpoint file; "
-        "default: the model's own CLIP, downloaded on first use",
+        "--model",
+        default=default,
+        required=default is None,
+        help="method name (see 'vocaseg models') or model folder"
+        + (f" (default {default})" if default else ""),
     )
+    parser.add_argument("--weights", help=WEIGHTS_HELP)
     parser.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help=f"override a model setting, e.g. {set_example}",
+        help=f"change a model setting, e.g. {set_example} (keys: 'vocaseg models NAME')",
+    )
+    parser.add_argument(
+        "--background",
+        metavar="ID[,key=value...]",
+        help="background protocol: bg:none, bg:threshold, bg:groupvit, bg:prompt or "
+        "bg:catseg-20b, with options, e.g. bg:threshold,prob_thd=0.3 (pixels below it become "
+        "'background')",
     )
 
 
@@ -35,7 +52,11 @@ def add_vocabulary_options(parser: argparse.ArgumentParser) -> None:
     """``--classes "a, b; c"`` or ``--classes-file F`` (one of them required)."""
     vocab = parser.add_mutually_exclusive_group(required=True)
     vocab.add_argument("--classes", help='class names, e.g. "cat, sofa; couch, floor"')
-    vocab.add_argument("--classes-file", help="a text file with one class per line")
+    vocab.add_argument(
+        "--classes-file",
+        help="a UTF-8 text file with one class per line ('; ' between synonyms); blank lines and "
+        "lines starting with # are skipped",
+    )
 
 
 def add_device_options(parser: argparse.ArgumentParser) -> None:
@@ -46,15 +67,26 @@ def add_device_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def model_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The ``--set`` values as keyword overrides of the model config."""
-    overrides = {}
+def model_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """``--set`` values (and ``--background``) as keyword overrides of the model config."""
+    from vocaseg.background import parse_background
+
+    settings = {}
     for text in args.set:
         keys, value = parse_override(text)
         if len(keys) != 1:
             raise UserError(f"--set {text}: model settings are flat; use e.g. --set short_side=448")
-        overrides[keys[0]] = value
-    return overrides
+        settings[keys[0]] = value
+    if getattr(args, "background", None):
+        settings.update(parse_background(args.background))
+    return settings
+
+
+def resolve_model(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> Any:
+    """The model the options name, through the one resolver (:mod:`vocaseg.models.resolve`)."""
+    from vocaseg.models.resolve import resolve_model as resolve
+
+    return resolve(args.model, args.weights, {**(extra or {}), **model_settings(args)})
 
 
 def read_vocabulary(args: argparse.Namespace) -> Vocabulary:
@@ -66,6 +98,8 @@ def read_vocabulary(args: argparse.Namespace) -> Vocabulary:
 
 def check_writable(folder: Path, flag: str) -> None:
     """Fail early, before minutes of work, when files cannot be written into ``folder``."""
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{flag} {folder} is a file, not a folder; pick a folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
@@ -75,3 +109,10 @@ def check_writable(folder: Path, flag: str) -> None:
         raise UserError(
             f"cannot write to output folder {folder} ({reason}); pick another with {flag}"
         ) from None
+
+
+def check_output_file(path: Path, flag: str) -> None:
+    """An output *file* path: not a folder, and its folder writable."""
+    if path.is_dir():
+        raise UserError(f"{flag} {path} is a folder; name a file inside it, e.g. {path / 'out'}")
+    check_writable(path.parent, flag)

@@ -19,10 +19,10 @@ from vocaseg.cli.options import (
     add_model_options,
     add_vocabulary_options,
     check_writable,
-    model_overrides,
     read_vocabulary,
+    resolve_model,
 )
-from vocaseg.errors import ImageError, UserError, WeightsNotFoundError
+from vocaseg.errors import ImageError, UserError
 from vocaseg.inference.images import find_images, read_image
 from vocaseg.io import atomic_path, write_json
 from vocaseg.text.vocab import Vocabulary
@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="images or folders")
     add_vocabulary_options(parser)
-    add_model_options(parser, "--set short_side=448 --set prob_thd=0.2")
+    add_model_options(parser, "--set short_side=448 --set window=0")
     parser.add_argument("-o", "--output", default="vocaseg_out", help="output folder")
     add_device_options(parser)
     parser.add_argument("--batch-size", type=int, default=8, help="images per batch (8)")
@@ -63,17 +63,12 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
     vocabulary = read_vocabulary(args)
-    overrides = model_overrides(args)
     paths = find_images(args.inputs)
     out_dir = Path(args.output)
     check_writable(out_dir, "-o/--output")
-    try:
-        segmenter = Segmenter.from_pretrained(
-            args.model, weights=args.weights, device=args.device, dtype=args.dtype, **overrides
-        )
-    except WeightsNotFoundError as err:
-        raise WeightsNotFoundError(_weights_hint(str(err), args.weights)) from None
+    segmenter = Segmenter(resolve_model(args), device=args.device, dtype=args.dtype)
     segmenter.set_vocabulary(vocabulary)
+    vocabulary = segmenter.vocabulary  # with "background" when the protocol added it
     colours = make_palette(len(vocabulary))
     stems = _unique_stems(paths)
     failures: list[str] = []
@@ -151,13 +146,3 @@ def _unique_stems(paths: list[Path]) -> dict[Path, str]:
         used.add(stem)
         stems[path] = stem
     return stems
-
-
-def _weights_hint(message: str, weights: str | None) -> str:
-    if "vocaseg download" in message:
-        return message
-    name = weights or "ViT-B/16"
-    return (
-        f"{message}; run 'vocaseg download {name}' on a machine with internet access "
-        "(then copy the cache), or pass --weights PATH to a checkpoint file"
-    )

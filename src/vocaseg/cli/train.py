@@ -36,19 +36,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--print-model",
         action="store_true",
-        help="print the module tree with total and trainable parameter counts, then exit",
+        help="print the module tree with total and trainable parameter counts, then exit "
+        "(random weights, nothing downloaded)",
     )
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from vocaseg.clip.hub import LOCAL_WEIGHTS_HINT
     from vocaseg.engine.train_config import load_train_config
+    from vocaseg.errors import WeightsNotFoundError
 
     cfg = load_train_config(args.config, args.overrides)
     if args.print_model:
         from vocaseg.engine.trainer import build_model, describe_model
 
-        print(describe_model(build_model(cfg)))
+        print(describe_model(build_model(cfg, pretrained=False)))  # random weights: no download
         return 0
 
     from vocaseg.engine.distributed import shutdown_distributed
@@ -60,6 +63,9 @@ def run(args: argparse.Namespace) -> int:
         if trainer.dist.is_main:
             print(f"final model: {final}")
         del trainer  # the DDP wrapper goes before its process group
+    except WeightsNotFoundError as err:
+        hint = "set run.clip_weights in the config (or --set run.clip_weights=PATH)"
+        raise WeightsNotFoundError(str(err).replace(LOCAL_WEIGHTS_HINT, hint)) from None
     finally:
         shutdown_distributed()
     return 0

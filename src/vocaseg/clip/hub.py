@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from tqdm import tqdm
 
 from vocaseg.errors import CheckpointError, UserError, WeightsNotFoundError
+from vocaseg.hashing import file_sha256
 from vocaseg.io import atomic_path
 
 if TYPE_CHECKING:
@@ -34,15 +35,6 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     if os.environ.get("VOCASEG_CACHE"):
         return Path(os.environ["VOCASEG_CACHE"]).expanduser()
     return Path.home() / ".cache" / "vocaseg"
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def candidate_paths(entry: KnownWeights, root: Path) -> list[Path]:
@@ -134,20 +126,23 @@ def _offline() -> bool:
     return any(flag not in ("", "0", "false", "no") for flag in flags)
 
 
+LOCAL_WEIGHTS_HINT = "pass a local checkpoint with --weights PATH"
+
+
 def _not_found(entry: KnownWeights, root: Path, failures: list[str]) -> WeightsNotFoundError:
     looked = ", ".join(str(p) for p in candidate_paths(entry, root))
     return WeightsNotFoundError(
-        f"weights {entry.name!r} are not cached and could not be downloaded "
-        f"({'; '.join(failures)}). Looked in: {looked}. Fix: run 'vocaseg download {entry.name}' "
-        "on a connected machine and copy the cache folder (or set $VOCASEG_CACHE), "
-        "or pass --weights PATH to a local checkpoint"
+        f"weights {entry.name!r} are not cached and could not be downloaded. Fix: run "
+        f"'vocaseg download {entry.name}' on a connected machine and copy the cache folder "
+        f"(or set $VOCASEG_CACHE), or {LOCAL_WEIGHTS_HINT}. Tried: {'; '.join(failures)}; "
+        f"looked in: {looked}"
     )
 
 
 def _verify(path: Path, expected: str | None, what: str) -> None:
     if expected is None:
         return
-    actual = sha256_file(path)
+    actual = file_sha256(path)
     if actual != expected:
         raise CheckpointError(
             f"{what}: SHA-256 {actual} does not match the expected {expected}; the download is "

@@ -20,6 +20,7 @@ import torch
 from vocaseg.clip import convert, hub
 from vocaseg.clip.model import CLIP, OPENAI_MEAN, OPENAI_STD, CLIPConfig
 from vocaseg.errors import CheckpointError, ConfigError
+from vocaseg.hashing import file_sha256
 
 INCEPTION_MEAN = (0.5, 0.5, 0.5)
 INCEPTION_STD = (0.5, 0.5, 0.5)
@@ -416,6 +417,6 @@ def _identify(path: Path, torchscript: bool) -> KnownWeights | None:
         if entry.repo.replace("/", "--") in text or entry.repo in text or path.name == archive:
             return entry
     if torchscript:
-        digest = hub.sha256_file(path)
+        digest = file_sha256(path)
         return next((e for e in KNOWN_WEIGHTS.values() if e.openai_sha256 == digest), None)
     return None

@@ -1,25 +1,28 @@
-"""Training-data pipelines: the ``data.pipeline`` key of a training config picks one.
+"""Training-data pipelines: the method's registry entry names one (``data.pipeline`` may override it).
 
-A pipeline turns the config and the model into :class:`TrainData`: an indexable source whose
-``sample(index, rng)`` returns one training example, a ``collate_fn`` for a list of them, and the
-vocabulary / split the model trains on. Randomness comes only from the ``rng`` the trainer passes
-(seeded by run seed, epoch and sample index), so augmentation is reproducible whatever the number
-of workers and exactly resumable.
+A pipeline turns the training config and the model into :class:`TrainData`: an indexable source
+whose ``sample(index, rng)`` returns one training example, the :class:`~vocaseg.data.batch.TrainSpec`
+the model learns from, and which per-image keys vary in size (``list_keys``, kept as lists when
+collated). Randomness comes only from the ``rng`` the trainer passes (seeded by run seed, epoch and
+sample index), so augmentation is reproducible whatever the number of workers and exactly
+resumable. A pipeline may also register a ``prepare`` stage that runs once, on every process,
+before training (e.g. building a teacher-target cache, sharded over the processes).
+
+A source must be cheap to pickle (DataLoader workers may be spawned): open files lazily in
+``sample``, never hold memory maps or file handles from ``__init__``.
 
 Pipelines:
 
 - ``semantic``: a labelled dataset (:func:`vocaseg.data.load_dataset`) through
-  :class:`vocaseg.data.transforms.TrainTransform`, with the zero-shot label handling of
-  specs/tagclip.md §3/§5: ``inductive`` maps seen ids to their position in the seen list and unseen
-  ids to ignore in ``label``, and adds the unmasked ``label_full`` only when the model lists it in
+  :class:`vocaseg.data.transforms.TrainTransform`, with the zero-shot label handling of ZegCLIP
+  and TagCLIP: ``inductive`` maps seen ids to their position in the seen list and unseen ids to
+  ignore in ``label``, and adds the unmasked ``label_full`` only when the model lists it in
   ``train_needs()``; ``transductive`` and ``supervised`` keep dataset ids.
-
-Other methods register their own (label-free image folders with cached teacher targets for
-ZeroSeg, instance masks with a list-keeping collate for GKC) with :func:`register_pipeline`.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -27,12 +30,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import torch
 
+from vocaseg.data.batch import TrainSpec
+from vocaseg.dist import DistInfo
 from vocaseg.errors import ConfigError
 from vocaseg.text.vocab import Vocabulary
 
 if TYPE_CHECKING:
     from vocaseg.engine.train_config import TrainConfig
-    from vocaseg.models.base import SegmentationModel
+
+# Modules that register the built-in pipelines when imported.
+_PIPELINE_MODULES = ["vocaseg.data.pipelines"]
 
 
 class SampleSource(Protocol):
@@ -41,54 +48,87 @@ class SampleSource(Protocol):
     def sample(self, index: int, rng: np.random.Generator) -> dict[str, Any]: ...
 
 
+@dataclass(frozen=True)
+class PipelineContext:
+    """Where the pipeline runs: this process's rank and world size, and its device."""
+
+    dist: DistInfo = field(default_factory=DistInfo)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+
 @dataclass
 class TrainData:
     """What the trainer needs from a pipeline.
 
-    ``vocabulary``: the dataset's classes with ``.seen`` set for zero-shot settings, or ``None``
-    for label-free data; ``split``: the recorded zero-shot setting and seen/unseen class names.
+    ``spec``: what the model learns from; ``list_keys``: per-image entries of varying size (never
+    stacked); ``split``: the recorded zero-shot setting and seen/unseen class names; ``record``:
+    the dataset record written into checkpoints.
     """
 
     source: SampleSource
-    collate_fn: Callable[[list[dict[str, Any]]], dict[str, Any]]
-    vocabulary: Vocabulary | None
-    setting: str = "supervised"
+    spec: TrainSpec
+    list_keys: tuple[str, ...] = ()
     split: dict[str, Any] = field(default_factory=dict)
     record: dict[str, Any] = field(default_factory=dict)
 
+    def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        return collate(samples, self.list_keys)
 
-PipelineBuilder = Callable[["TrainConfig", "SegmentationModel"], TrainData]
-_PIPELINES: dict[str, PipelineBuilder] = {}
+
+PipelineBuilder = Callable[["TrainConfig", Any, PipelineContext], TrainData]
+PipelinePrepare = Callable[["TrainConfig", Any, PipelineContext], None]
 
 
-def register_pipeline(name: str) -> Callable[[PipelineBuilder], PipelineBuilder]:
-    """Decorator registering ``builder(config, model) -> TrainData`` under ``name``."""
+@dataclass(frozen=True)
+class Pipeline:
+    build: PipelineBuilder
+    prepare: PipelinePrepare | None = None
+
+
+_PIPELINES: dict[str, Pipeline] = {}
+
+
+def register_pipeline(
+    name: str, prepare: PipelinePrepare | None = None
+) -> Callable[[PipelineBuilder], PipelineBuilder]:
+    """Decorator registering ``builder(config, model, context) -> TrainData`` under ``name``,
+    with an optional ``prepare(config, model, context)`` stage run once before training."""
 
     def decorate(builder: PipelineBuilder) -> PipelineBuilder:
-        _PIPELINES[name] = builder
+        _PIPELINES[name] = Pipeline(builder, prepare)
         return builder
 
     return decorate
 
 
-def build_pipeline(cfg: TrainConfig, model: SegmentationModel) -> TrainData:
-    """The training data of ``cfg.data.pipeline`` for ``model``."""
-    if cfg.data.pipeline not in _PIPELINES:
+def get_pipeline(name: str) -> Pipeline:
+    for module in _PIPELINE_MODULES:
+        importlib.import_module(module)
+    if name not in _PIPELINES:
         raise ConfigError(
-            f"unknown data.pipeline {cfg.data.pipeline!r}; available: {', '.join(sorted(_PIPELINES))}"
+            f"unknown data.pipeline {name!r}; available: {', '.join(sorted(_PIPELINES))}"
         )
-    return _PIPELINES[cfg.data.pipeline](cfg, model)
+    return _PIPELINES[name]
 
 
-def collate_stack(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack tensors of equal shape along a new batch dimension; keep everything else as lists."""
+def collate(samples: list[dict[str, Any]], list_keys: Sequence[str] = ()) -> dict[str, Any]:
+    """Stack tensors along a new batch dimension; ``list_keys`` and non-tensors stay lists.
+
+    A tensor key whose shapes differ between samples is an error: declare it in ``list_keys``.
+    """
     batch: dict[str, Any] = {}
     for key in samples[0]:
         values = [s[key] for s in samples]
-        if isinstance(values[0], torch.Tensor) and all(v.shape == values[0].shape for v in values):
-            batch[key] = torch.stack(values)
-        else:
+        if key in list_keys or not isinstance(values[0], torch.Tensor):
             batch[key] = values
+            continue
+        shapes = {tuple(v.shape) for v in values}
+        if len(shapes) > 1:
+            raise ConfigError(
+                f"batch key {key!r} has shapes {sorted(shapes)} across samples; a pipeline must "
+                "declare per-image entries of varying size in TrainData.list_keys"
+            )
+        batch[key] = torch.stack(values)
     return batch
 
 
@@ -153,8 +193,8 @@ class SemanticSource:
 
 
 @register_pipeline("semantic")
-def semantic_pipeline(cfg: TrainConfig, model: SegmentationModel) -> TrainData:
-    """Labelled images with MMSeg-style augmentation (specs/tagclip.md §6) and zero-shot labels."""
+def semantic_pipeline(cfg: TrainConfig, model: Any, context: PipelineContext) -> TrainData:
+    """Labelled images with MMSeg-style augmentation (ZegCLIP/TagCLIP) and zero-shot labels."""
     from vocaseg.data import load_dataset
 
     data = cfg.data
@@ -164,7 +204,7 @@ def semantic_pipeline(cfg: TrainConfig, model: SegmentationModel) -> TrainData:
     return semantic_data(dataset, cfg, model)
 
 
-def semantic_data(dataset: Any, cfg: TrainConfig, model: SegmentationModel) -> TrainData:
+def semantic_data(dataset: Any, cfg: TrainConfig, model: Any) -> TrainData:
     """:class:`TrainData` for a labelled ``dataset`` (the ``vocaseg.data`` reader interface)."""
     from vocaseg.data.transforms import TrainTransform
 
@@ -199,11 +239,14 @@ def semantic_data(dataset: Any, cfg: TrainConfig, model: SegmentationModel) -> T
         "seen": [names[i] for i in seen],
         "unseen": [n for i, n in enumerate(names) if i not in seen],
     }
+    spec = TrainSpec(
+        vocabulary=vocabulary,
+        ignore_index=int(dataset.ignore_index),
+        zero_shot=None if setting == "supervised" else setting,
+    )
     return TrainData(
         source=SemanticSource(dataset, transform, seen_lut, keep_full),
-        collate_fn=collate_stack,
-        vocabulary=vocabulary,
-        setting=setting,
+        spec=spec,
         split=split,
         record=dict(getattr(dataset, "record", {})),
     )

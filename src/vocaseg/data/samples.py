@@ -11,10 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from vocaseg.constants import IMAGE_SUFFIXES
 from vocaseg.data.layouts import Layout
 from vocaseg.errors import DatasetError
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".JPEG", ".JPG", ".tif", ".bmp")
 
 
 @dataclass(frozen=True)
@@ -39,7 +38,7 @@ def _image_files(folder: Path, recursive: bool) -> list[Path]:
     if not folder.is_dir():
         return []
     files = folder.rglob("*") if recursive else folder.iterdir()
-    return [p for p in files if p.suffix in IMAGE_EXTENSIONS]
+    return [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
 
 
 def probe(root: Path, layout: Layout, split: str) -> bool:
@@ -97,7 +96,8 @@ def _find_image(folder: Path, stem: str) -> Path | None:
     return next(
         (
             folder / f"{stem}{ext}"
-            for ext in IMAGE_EXTENSIONS
+            for suffix in IMAGE_SUFFIXES
+            for ext in (suffix, suffix.upper())
             if (folder / f"{stem}{ext}").is_file()
         ),
         None,

@@ -1,6 +1,6 @@
-"""Training and test transforms with MMSegmentation semantics, on numpy/torch only (no torchvision).
+"""The training transform with MMSegmentation semantics, on numpy/torch only (no torchvision).
 
-``TrainTransform`` is the ZegCLIP/TagCLIP pipeline (specs/tagclip.md §6): random keep-ratio rescale
+``TrainTransform`` is the ZegCLIP/TagCLIP training pipeline (their released configs): random keep-ratio rescale
 of ``scale``·r, r ~ U[ratio_range]; random crop retried up to 10 times until no class covers
 ``cat_max_ratio`` of the crop; horizontal flip; photometric distortion (brightness, contrast,
 saturation, hue, in MMSeg's order, each with p = 0.5); normalisation on the 0-255 scale; padding to
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vocaseg.models.base import CLIP_MEAN, CLIP_STD
+from vocaseg.constants import CLIP_MEAN, CLIP_STD
 
 Array = np.ndarray
 
@@ -219,34 +219,4 @@ class TrainTransform:
         for key, label in labels.items():
             label_t = torch.from_numpy(np.ascontiguousarray(label))
             out[key] = F.pad(label_t, (0, pad_w, 0, pad_h), value=self.ignore_index)
-        return out
-
-
-class TestTransform:
-    """Keep-ratio resize so the short side is ``short_side`` (long side capped by ``max_long_side``),
-    then normalise; labels are left untouched (scores are compared at the GT's resolution)."""
-
-    def __init__(
-        self,
-        short_side: int | None = 512,
-        max_long_side: int | None = 2048,
-        mean: Sequence[float] = CLIP_MEAN,
-        std: Sequence[float] = CLIP_STD,
-    ) -> None:
-        self.short_side = short_side
-        self.max_long_side = max_long_side
-        self.mean, self.std = tuple(mean), tuple(std)
-
-    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
-        out = dict(sample)
-        image = np.asarray(sample["image"])
-        if self.short_side is not None:
-            height, width = image.shape[:2]
-            factor = self.short_side / min(height, width)
-            if self.max_long_side is not None:
-                factor = min(factor, self.max_long_side / max(height, width))
-            image = resize_image(image, (int(height * factor + 0.5), int(width * factor + 0.5)))
-        out["image"] = _normalize(image, self.mean, self.std)
-        if "label" in sample:
-            out["label"] = torch.as_tensor(np.asarray(sample["label"]).astype(np.int64))
         return out

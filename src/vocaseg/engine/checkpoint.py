@@ -2,9 +2,11 @@
 
 A checkpoint is one ``.pt`` file holding only tensors and plain containers:
 
-- ``format`` / ``method`` / ``config`` (the full training config) / ``model_config`` /
-  ``vocabulary`` (class names, seen ids) / ``split`` / ``vocaseg_version`` / ``git_commit``;
-- ``step``, ``epoch``, ``batch_in_epoch`` (the data position), ``model``, ``optimizer``,
+- ``format`` / ``method`` / ``config`` (the full training config) / ``model_config`` / ``clip``
+  (where the frozen CLIP came from) / ``vocabulary`` (class names, seen ids) / ``split`` /
+  ``vocaseg_version`` / ``git_commit``;
+- ``step``, ``epoch``, ``batch_in_epoch`` (the data position), ``model`` (the model's own
+  weights, without the frozen CLIP unless it was random), ``optimizer``,
   ``scaler`` (fp16 GradScaler or ``None``) and ``rng`` (python / numpy / torch / CUDA states of
   every process, in rank order).
 
@@ -24,10 +26,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from vocaseg.errors import CheckpointError
 from vocaseg.io import atomic_path
+from vocaseg.models.weights import CHECKPOINT_FORMAT, read_training_checkpoint
 
-FORMAT = "vocaseg-train-checkpoint/1"
 _NAME = re.compile(r"^ckpt_(\d{8,})\.pt$")
 
 
@@ -47,7 +48,7 @@ def list_checkpoints(folder: str | Path) -> list[Path]:
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """``torch.save`` ``state`` (plus the format tag) atomically to ``path``."""
     with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, **state}, tmp)
+        torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
     return Path(path)
 
 
@@ -62,27 +63,7 @@ def prune_checkpoints(folder: str | Path, keep_last: int, keep: Iterable[int] = 
 
 def load_checkpoint(path: str | Path, method: str | None = None) -> dict[str, Any]:
     """Read a training checkpoint; with ``method``, refuse one written for another method."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path} (check --resume / run.init)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for damaged or foreign files
-        raise CheckpointError(
-            f"{path} is not a readable vocaseg training checkpoint ({type(err).__name__}); "
-            "pass a ckpt_*.pt file written by 'vocaseg train'"
-        ) from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(
-            f"{path} is not a vocaseg training checkpoint (format tag missing); "
-            "pass a ckpt_*.pt file written by 'vocaseg train'"
-        )
-    if method is not None and state.get("method") != method:
-        raise CheckpointError(
-            f"{path} was trained with method {state.get('method')!r}, but the config trains "
-            f"{method!r}; resume with the matching config or start a new output folder"
-        )
-    return state
+    return read_training_checkpoint(path, method)
 
 
 def git_commit() -> str | None:

@@ -1,37 +1,24 @@
-"""Multi-process training helpers: torchrun set-up, deterministic sharding, reductions.
+"""Multi-process training helpers: torchrun set-up, deterministic sharding, the target normaliser.
 
 The same command runs on one process or under ``torchrun`` (``RANK``/``WORLD_SIZE``/``LOCAL_RANK``
 in the environment): gloo on the CPU, NCCL on GPUs. :class:`ShardedSampler` shards a per-epoch
 permutation like ``DistributedSampler`` and can start mid-epoch, which exact resumption needs.
 :func:`global_target_count` turns per-micro-batch target counts into the normaliser that makes a
-sum-over-targets loss independent of how the global batch is split (specs/tagclip.md §3 N_m,
-specs/gkc.md §3 "number of GT masks, averaged over devices").
+sum-over-targets loss independent of how the global batch is split (TagCLIP's N_m; GKC's
+"number of GT masks, averaged over devices", as DETR and Mask2Former normalise). Rank queries and
+reductions live in :mod:`vocaseg.dist`.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.distributed as dist
 
-
-@dataclass(frozen=True)
-class DistInfo:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
+from vocaseg.device import resolve_device
+from vocaseg.dist import DistInfo, all_reduce_sum
 
 
 def init_distributed(device: str = "auto") -> tuple[DistInfo, torch.device]:
@@ -39,6 +26,8 @@ def init_distributed(device: str = "auto") -> tuple[DistInfo, torch.device]:
 
     ``device``: ``auto`` (CUDA if available), ``cpu`` or ``cuda``. Returns (info, device).
     """
+    if device != "auto":
+        resolve_device(device)  # one clear line for a device that does not exist
     use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     info = DistInfo(
@@ -59,36 +48,6 @@ def shutdown_distributed() -> None:
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
-
-
-def barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
-
-
-def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
-    """Sum ``value`` over processes (in place when distributed); returns it."""
-    if dist.is_initialized():
-        dist.all_reduce(value, op=dist.ReduceOp.SUM)
-    return value
-
-
-def all_gather_objects(obj: Any) -> list[Any]:
-    """Every process's ``obj`` (picklable), in rank order."""
-    if not dist.is_initialized():
-        return [obj]
-    gathered: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, obj)
-    return gathered
-
-
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """``obj`` from rank ``src`` on every process."""
-    if not dist.is_initialized():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
 
 
 def global_target_count(

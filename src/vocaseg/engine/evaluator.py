@@ -1,9 +1,9 @@
 """The evaluator: any method on any dataset through the shared inference path, scored with one
-int64 confusion matrix (specs/datasets-and-metrics.md §4-§6).
+int64 confusion matrix (docs/protocols.md).
 
 ``evaluate`` encodes the vocabulary once, runs ``vocaseg.inference.predict.predict_scores`` on
-batches of equal-size images, turns scores into labels (argmax or a named background protocol) and
-accumulates at the GT's resolution. Under torchrun every process takes every world_size-th sample
+batches of equal-size images (the model's background protocol is part of it), takes the argmax
+and accumulates at the GT's resolution. Under torchrun every process takes every world_size-th sample
 (no padding, so nothing is counted twice); matrices are summed and the evaluated count checked.
 A video dataset (one with ``.videos``) also gets VC8/VC16 (``video_eval.py``); its processes take
 whole videos and ``limit`` counts videos.
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import io
 import math
 from collections.abc import Iterable, Iterator, Sequence
@@ -31,13 +30,13 @@ import torch
 from tqdm import tqdm
 
 from vocaseg import __version__
-from vocaseg.engine.distributed import all_gather_objects
+from vocaseg.dist import all_gather_objects, dist_info
 from vocaseg.engine.video_eval import VideoScorer, shard_videos
 from vocaseg.errors import DatasetError, UserError
-from vocaseg.inference.background import BackgroundProtocol, parse_background
+from vocaseg.hashing import tensors_sha256, text_sha256
 from vocaseg.inference.predict import predict_scores
 from vocaseg.io import atomic_open, atomic_path, write_json
-from vocaseg.metrics import SEMANTICS, ConfusionMatrix, class_statistics, summarize
+from vocaseg.metrics import SEMANTICS, ConfusionMatrix, per_class_rows, summarize
 from vocaseg.models.base import SegmentationModel
 from vocaseg.text.vocab import Vocabulary
 
@@ -65,26 +64,9 @@ class EvalResult:
         return {key: chosen[key] for key in HEADLINE_KEYS if key in chosen}
 
 
-def state_dict_sha256(model: torch.nn.Module) -> str:
-    """SHA-256 over the model's tensors (names, dtypes, shapes, bytes) in key order."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
 def vocabulary_sha256(vocabulary: Vocabulary) -> str:
     """SHA-256 of the class list as a file would hold it (one class per line, ``;`` synonyms)."""
-    text = "\n".join("; ".join(names) for names in vocabulary.classes) + "\n"
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def _dist_info() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
+    return text_sha256("\n".join("; ".join(names) for names in vocabulary.classes) + "\n")
 
 
 def _sample_file(dataset: Any, index: int) -> str:
@@ -154,22 +136,119 @@ def _batches(
 
 
 def model_record(model: SegmentationModel) -> dict[str, Any]:
-    """What about the model moves numbers: name, config, weights hash, preprocessing, precision."""
-    try:
-        config = model.config_dict()
-    except NotImplementedError:
-        config = None
+    """What about the model moves numbers: name, config, weights (its own and the CLIP's),
+    preprocessing, background protocol, precision and protocol notes."""
     dtype = next((p.dtype for p in model.parameters()), torch.float32)
+    clip = model.clip_source or {}
+    config = model.config_dict()
     return {
         "model": model.name or type(model).__name__,
         "config": config,
-        "templates": (config or {}).get("templates"),
-        "weights_sha256": state_dict_sha256(model),
+        "templates": config.get("templates"),
+        "weights_sha256": tensors_sha256(model.saved_state_dict()),
+        "clip_weights": clip.get("weights"),
+        "clip_sha256": clip.get("sha256"),
+        "clip_frozen_sha256": model.frozen_state_sha256(),
         "preprocess": dataclasses.asdict(model.preprocess),
         "window": {"crop": model.preprocess.window, "stride": model.preprocess.stride},
+        "background": model.background.record(),
         "precision": str(dtype).replace("torch.", ""),
         "notes": model.result_notes(),
     }
+
+
+@dataclass
+class _Shard:
+    """This process's share of the dataset: sample indices, the total over all processes, and
+    the video scorer of a video dataset."""
+
+    indices: Sequence[int]
+    total: int
+    scorer: VideoScorer | None = None
+    videos: int | None = None
+
+
+def _check_arguments(on_error: str, batch_size: int, semantics: Sequence[str]) -> None:
+    if on_error not in ("stop", "skip"):
+        raise UserError(f"on_error must be 'stop' or 'skip', not {on_error!r}")
+    if batch_size < 1:
+        raise UserError(f"batch size must be at least 1, got {batch_size}")
+    unknown = [s for s in semantics if s not in SEMANTICS]
+    if unknown or not semantics:
+        raise UserError(f"unknown metric semantics {unknown}; choose from {', '.join(SEMANTICS)}")
+
+
+def _eval_vocabulary(
+    model: SegmentationModel, dataset: Any, vocabulary: Vocabulary | None
+) -> Vocabulary:
+    """The dataset's classes (or ``vocabulary``, same count), prepared for the model's background
+    protocol, which must not need a class the dataset does not have."""
+    vocabulary = vocabulary if vocabulary is not None else dataset.classes
+    num_classes = len(dataset.class_names)
+    if len(vocabulary) != num_classes:
+        raise UserError(
+            f"the vocabulary has {len(vocabulary)} classes but the dataset has {num_classes}; "
+            "pass the dataset's class list (or one with the same order and count)"
+        )
+    prepared = model.background.prepare(vocabulary)
+    if len(prepared) != num_classes:
+        raise UserError(
+            f"background protocol {model.background.id} needs a background class, and this "
+            f"dataset has none; use bg:none, or a dataset with one (e.g. voc21, pc60)"
+        )
+    return prepared
+
+
+def _shard(dataset: Any, limit: int | None, vc_gt: str) -> _Shard:
+    """Every world_size-th sample from this rank (no padding); whole videos for video datasets."""
+    info = dist_info()
+    if getattr(dataset, "videos", None) is not None:
+        videos, indices, total = shard_videos(dataset.videos, limit, info.rank, info.world_size)
+        return _Shard(
+            indices, total, VideoScorer(dataset, videos, vc_gt), len(list(dataset.videos)[:limit])
+        )
+    total = len(dataset) if limit is None else min(limit, len(dataset))
+    return _Shard(range(info.rank, total, info.world_size), total)
+
+
+def _score(
+    model: SegmentationModel,
+    dataset: Any,
+    vocabulary: Vocabulary,
+    shard: _Shard,
+    *,
+    device: str | torch.device,
+    batch_size: int,
+    on_error: str,
+    progress: bool,
+    save_vis: int | None,
+) -> tuple[ConfusionMatrix, list[dict[str, Any]], list[tuple[str, Any]]]:
+    """Run the model over this rank's samples: the confusion matrix, skipped samples, visuals."""
+    class_names = list(dataset.class_names)
+    num_classes, ignore_index = len(class_names), int(dataset.ignore_index)
+    matrix = ConfusionMatrix(num_classes, ignore_index)
+    skipped: list[dict[str, Any]] = []
+    visuals: list[tuple[str, Any]] = []
+    main = dist_info().is_main
+    unit = "img" if shard.scorer is None else "frame"
+    bar = tqdm(total=len(shard.indices), desc="eval", unit=unit, disable=not progress or not main)
+    with torch.inference_mode():
+        text = model.text_for(vocabulary)
+        batches = _batches(
+            dataset, shard.indices, batch_size, num_classes, ignore_index, on_error, skipped, bar
+        )
+        for batch in batches:
+            images = torch.from_numpy(np.stack([s["image"] for s in batch]))  # [B, H, W, 3]
+            images = images.permute(0, 3, 1, 2).float().to(device)  # [B, 3, H, W], 0-255
+            labels = predict_scores(model, images, text, vocabulary).argmax(1)  # [B, H, W]
+            for sample, pred in zip(batch, labels):
+                matrix.update(pred, torch.from_numpy(sample["label"]).to(pred.device))
+                if shard.scorer is not None:
+                    shard.scorer.update(sample["index"], pred, sample["label"])
+                if save_vis and main and len(visuals) < save_vis:
+                    visuals.append(_visual(sample, pred, class_names))
+    bar.close()
+    return matrix, skipped, visuals
 
 
 def evaluate(
@@ -183,106 +262,103 @@ def evaluate(
     semantics: Sequence[str] = SEMANTICS,
     seen: Sequence[int] | None = None,
     on_error: str = "stop",
-    background: str | BackgroundProtocol | None = None,
     progress: bool = True,
     save_vis: int | None = None,
     vc_gt: str = "raw",
 ) -> EvalResult:
     """Evaluate ``model`` on ``dataset`` (the ``vocaseg.data`` reader interface).
 
-    ``vocabulary`` defaults to ``dataset.classes``; ``background`` names a protocol of §4.1 (it may
-    change the vocabulary the model scores); ``seen`` adds seen/unseen/hIoU; the first
-    ``semantics`` entry is the headline. ``save_vis`` keeps overlays of the first N images.
-    A video dataset adds ``VC8``/``VC16`` to every summary; ``limit`` then counts videos and
-    ``vc_gt`` picks the GT VC compares (``"raw"`` label values, as VSPW's reference, or
-    ``"mapped"`` trainIds).
+    ``vocabulary`` defaults to ``dataset.classes``; the model's background protocol (its config)
+    decides how background is scored; ``seen`` adds seen/unseen/hIoU; the first ``semantics``
+    entry is the headline. ``save_vis`` keeps overlays of the first N images. A video dataset adds
+    ``VC8``/``VC16`` to every summary; ``limit`` then counts videos and ``vc_gt`` picks the GT VC
+    compares (``"raw"`` label values, as VSPW's reference, or ``"mapped"`` trainIds).
     """
-    if on_error not in ("stop", "skip"):
-        raise UserError(f"on_error must be 'stop' or 'skip', not {on_error!r}")
-    if batch_size < 1:
-        raise UserError(f"batch size must be at least 1, got {batch_size}")
-    unknown = [s for s in semantics if s not in SEMANTICS]
-    if unknown or not semantics:
-        raise UserError(f"unknown metric semantics {unknown}; choose from {', '.join(SEMANTICS)}")
-    vocabulary = vocabulary if vocabulary is not None else dataset.classes
-    class_names = list(dataset.class_names)
-    num_classes, ignore_index = len(class_names), int(dataset.ignore_index)
-    if len(vocabulary) != num_classes:
-        raise UserError(
-            f"the vocabulary has {len(vocabulary)} classes but the dataset has {num_classes}; "
-            "pass the dataset's class list (or one with the same order and count)"
-        )
-    protocol = parse_background(background)
-    queries = protocol.vocabulary(vocabulary)
-    rank, world = _dist_info()
-    scorer = None
-    if getattr(dataset, "videos", None) is not None:
-        videos, indices, total = shard_videos(dataset.videos, limit, rank, world)  # whole videos
-        scorer = VideoScorer(dataset, videos, vc_gt)
-    else:
-        total = len(dataset) if limit is None else min(limit, len(dataset))
-        indices = range(rank, total, world)  # shard without padding
-
+    _check_arguments(on_error, batch_size, semantics)
+    vocabulary = _eval_vocabulary(model, dataset, vocabulary)
+    shard = _shard(dataset, limit, vc_gt)
     model = model.to(device).eval()
-    matrix = ConfusionMatrix(num_classes, ignore_index)
-    skipped: list[dict[str, Any]] = []
-    visuals: list[tuple[str, Any]] = []
-    unit = "img" if scorer is None else "frame"
-    bar = tqdm(total=len(indices), desc="eval", unit=unit, disable=not progress or rank != 0)
-    with torch.inference_mode():
-        text = model.encode_vocabulary(queries)
-        for batch in _batches(
-            dataset, indices, batch_size, num_classes, ignore_index, on_error, skipped, bar
-        ):
-            images = torch.from_numpy(np.stack([s["image"] for s in batch]))  # [B, H, W, 3]
-            images = images.permute(0, 3, 1, 2).float().to(device)  # [B, 3, H, W], 0-255
-            labels = protocol.labels(predict_scores(model, images, text, queries))  # [B, H, W]
-            for sample, pred in zip(batch, labels):
-                matrix.update(pred, torch.from_numpy(sample["label"]).to(pred.device))
-                if scorer is not None:
-                    scorer.update(sample["index"], pred, sample["label"])
-                if save_vis and rank == 0 and len(visuals) < save_vis:
-                    visuals.append(_visual(sample, pred, class_names))
-    bar.close()
-
+    matrix, skipped, visuals = _score(
+        model,
+        dataset,
+        vocabulary,
+        shard,
+        device=device,
+        batch_size=batch_size,
+        on_error=on_error,
+        progress=progress,
+        save_vis=save_vis,
+    )
     local = matrix.count
     matrix.all_reduce()
-    if scorer is not None:
-        scorer.all_reduce()
+    if shard.scorer is not None:
+        shard.scorer.all_reduce()
     skipped = [entry for part in all_gather_objects(skipped) for entry in part]
-    if matrix.count + len(skipped) != total:
+    if matrix.count + len(skipped) != shard.total:
         raise RuntimeError(
-            f"evaluated {matrix.count} + skipped {len(skipped)} samples of {total} "
+            f"evaluated {matrix.count} + skipped {len(skipped)} samples of {shard.total} "
             f"(this process: {local}); the shards do not cover the dataset exactly once"
         )
+    return _result(
+        model,
+        dataset,
+        vocabulary,
+        shard,
+        matrix,
+        skipped,
+        visuals,
+        semantics,
+        seen,
+        limit,
+        batch_size,
+        device,
+    )
+
+
+def _result(
+    model: SegmentationModel,
+    dataset: Any,
+    vocabulary: Vocabulary,
+    shard: _Shard,
+    matrix: ConfusionMatrix,
+    skipped: list[dict[str, Any]],
+    visuals: list[tuple[str, Any]],
+    semantics: Sequence[str],
+    seen: Sequence[int] | None,
+    limit: int | None,
+    batch_size: int,
+    device: str | torch.device,
+) -> EvalResult:
+    """Summaries under every semantics plus the record of everything that moves the numbers."""
+    class_names = list(dataset.class_names)
     seen_ids = sorted(int(i) for i in seen) if seen is not None else None
     summaries = {s: summarize(matrix.matrix, class_names, seen_ids, semantics=s) for s in semantics}
     video: dict[str, Any] = {}
-    if scorer is not None:
+    if shard.scorer is not None:
         for summary in summaries.values():
-            summary.update(scorer.summary())
+            summary.update(shard.scorer.summary())
         video = {
             "video": True,
-            "videos": len(list(dataset.videos)[:limit]),
-            "frames": total,
-            **scorer.record(),
+            "videos": shard.videos,
+            "frames": shard.total,
+            **shard.scorer.record(),
         }
+    scored = model.background.scored_vocabulary(vocabulary)
     record = {
         **model_record(model),
-        "background": protocol.record(),
         "semantics": list(semantics),
         "headline_semantics": semantics[0],
         "class_list": {
             "id": getattr(dataset, "record", {}).get("class_list"),
             "sha256": vocabulary_sha256(vocabulary),
-            "model_vocabulary_sha256": vocabulary_sha256(queries),
-            "num_classes": num_classes,
+            "model_vocabulary_sha256": vocabulary_sha256(scored),
+            "num_classes": len(class_names),
         },
         "dataset": dict(getattr(dataset, "record", {})),
         "limit": limit,
         "batch_size": batch_size,
         "device": str(device),
-        "world_size": world,
+        "world_size": dist_info().world_size,
         "evaluated": matrix.count,
         "skipped": skipped,
         **video,
@@ -319,31 +395,6 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def per_class_rows(result: EvalResult) -> list[dict[str, Any]]:
-    """One row per class with the columns of spec §5 (IoU/Acc in percent, empty where undefined)."""
-    stats = class_statistics(result.confusion)
-    rows = []
-    for c, name in enumerate(result.class_names):
-        tp, gt, pred, union = (float(stats[k][c]) for k in ("tp", "gt", "pred", "union"))
-        split = "" if result.seen is None else ("seen" if c in result.seen else "unseen")
-        rows.append(
-            {
-                "class_id": c,
-                "name": name,
-                "gt_pixels": int(gt),
-                "pred_pixels": int(pred),
-                "tp": int(tp),
-                "union": int(union),
-                "iou": f"{100 * tp / union:.4f}" if union > 0 else "",
-                "acc": f"{100 * tp / gt:.4f}" if gt > 0 else "",
-                "valid_detectron2": int(gt > 0),
-                "valid_mmseg": int(union > 0),
-                "split": split,
-            }
-        )
-    return rows
-
-
 def write_results(result: EvalResult, out_dir: str | Path) -> Path:
     """Write metrics.json, per_class.csv, confusion.npz (and vis/*.png) under ``out_dir``."""
     out = Path(out_dir)
@@ -358,7 +409,7 @@ def write_results(result: EvalResult, out_dir: str | Path) -> Path:
             }
         ),
     )
-    rows = per_class_rows(result)
+    rows = per_class_rows(result.confusion, result.class_names, result.seen)
     with atomic_open(out / "per_class.csv", "w", encoding="utf-8", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()

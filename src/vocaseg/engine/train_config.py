@@ -5,7 +5,7 @@ config passed to :func:`vocaseg.models.registry.create_model`), ``optim`` (AdamW
 multipliers, clipping, accumulation), ``schedule`` (poly / cosine / step with warm-up, in iterations
 or epochs), ``data`` (training pipeline, dataset, zero-shot setting), ``eval``, ``checkpoint`` and
 ``logging``. Unknown keys and wrong types are :class:`vocaseg.errors.ConfigError` before any work.
-The recipes follow specs/tagclip.md §6, specs/gkc.md §8 and specs/zeroseg.md §5.
+The shipped recipes (configs/) follow each method's paper and released configs (docs/methods/).
 """
 
 from __future__ import annotations
@@ -21,14 +21,24 @@ from vocaseg.errors import ConfigError
 
 @dataclass
 class RunConfig:
-    """Run-wide settings. ``precision: auto`` is bf16 on a GPU and fp32 on the CPU."""
+    """Run-wide settings. ``precision: auto`` is bf16 on a GPU and fp32 on the CPU.
+
+    ``clip_weights``: the CLIP the method stands on: a known name or a file; ``null`` means the
+    weights the model config names (e.g. ``ViT-B/16``, downloaded on first use); ``random`` asks
+    for random weights on purpose (tests). ``init``: a model folder, training checkpoint or
+    foreign state dict to start from (weights only, fresh optimiser), loaded through the weights
+    door with ``init_allow_missing`` / ``init_ignore`` (``fnmatch`` patterns of keys that may be
+    absent from it / that are skipped in it).
+    """
 
     seed: int = 0
     output: str = "runs/train"
     device: str = "auto"  # auto | cpu | cuda
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    clip_weights: str | None = None  # CLIP to start from: a known name or a file
-    init: str | None = None  # model folder or training checkpoint: weights only, fresh optimiser
+    clip_weights: str | None = None
+    init: str | None = None
+    init_allow_missing: list[str] = field(default_factory=list)
+    init_ignore: list[str] = field(default_factory=list)
     imports: list[str] = field(default_factory=list)  # modules registering extra methods/pipelines
 
 
@@ -78,7 +88,7 @@ class ScheduleConfig:
 
 @dataclass
 class ZeroShotConfig:
-    """Seen/unseen split (specs/tagclip.md §5). ``unseen``: class names or ids of the dataset."""
+    """Seen/unseen split (ZegCLIP §4.1). ``unseen``: class names or ids of the dataset."""
 
     setting: Literal["supervised", "inductive", "transductive"] = "supervised"
     unseen: list[str | int] = field(default_factory=list)
@@ -86,14 +96,15 @@ class ZeroShotConfig:
 
 @dataclass
 class DataConfig:
-    """Training data: ``pipeline`` picks a builder in :mod:`vocaseg.data.pipelines`.
+    """Training data: ``pipeline`` names a builder of :mod:`vocaseg.data.pipelines` (empty: the
+    one the method's registry entry names).
 
     ``batch_size`` is per process and per micro-batch; the global batch is
     ``batch_size × accumulate × world size``. ``transform`` goes to the pipeline's augmentation
-    and ``options`` holds pipeline-specific keys.
+    and ``options`` holds pipeline-specific keys (each pipeline documents its own).
     """
 
-    pipeline: str = "semantic"
+    pipeline: str = ""
     dataset: str = ""
     root: str | None = None
     split: str = "train"

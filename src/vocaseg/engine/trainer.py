@@ -2,12 +2,14 @@
 
 One optimiser step = ``optim.accumulate`` micro-batches per process: the step's target count is
 summed over them and all processes first (``batch["num_targets"]``, see
-``SegmentationModel.count_targets``), then each micro-batch runs ``forward_train`` + ``loss`` under
-autocast (bf16/fp16 on GPU, fp32 on CPU), its loss is divided by the number of micro-batches and
-back-propagated (DDP gradient sync on the last one only), gradients are unscaled (fp16), clipped
-(optional, full-model L2) and AdamW steps with the scheduled lr.
+``SegmentationModel.count_targets``), then each micro-batch moves to the device and runs
+``forward_train`` under autocast (bf16/fp16 on GPU, fp32 on CPU) and ``loss`` in fp32; its loss
+is divided by the number of micro-batches and back-propagated (DDP gradient sync on the last one
+only), gradients are unscaled (fp16), clipped (optional, full-model L2) and AdamW steps with the
+scheduled lr.
 
-Runs resume exactly: checkpoints hold model, optimiser, grad scaler, step, data position (epoch and
+Runs resume exactly: checkpoints hold the model's own weights (not the frozen CLIP, which is
+rebuilt from ``run.clip_weights``), optimiser, grad scaler, step, data position (epoch and
 micro-batch index) and every process's RNG states; augmentation randomness is keyed by (seed,
 epoch, sample index). Rank 0 alone writes checkpoints, logs and the final model folder.
 """
@@ -15,10 +17,10 @@ epoch, sample index). Rank 0 alone writes checkpoints, logs and the final model 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,49 +29,55 @@ import torch
 from torch import nn
 
 from vocaseg import __version__
+from vocaseg import dist as D
 from vocaseg.config import to_dict
-from vocaseg.data.pipelines import TrainData, build_pipeline
+from vocaseg.data.pipelines import PipelineContext, TrainData, get_pipeline
 from vocaseg.engine import checkpoint as ckpt
-from vocaseg.engine import distributed as D
+from vocaseg.engine.distributed import ShardedSampler, global_target_count, init_distributed
 from vocaseg.engine.logging import TrainLogger
 from vocaseg.engine.optim import build_optimizer, build_schedule
 from vocaseg.engine.train_config import TrainConfig
 from vocaseg.errors import CheckpointError, ConfigError
+from vocaseg.hashing import tensors_sha256
 from vocaseg.io import write_json
 from vocaseg.models.base import SegmentationModel
-from vocaseg.models.registry import create_model, save_model
+from vocaseg.models.folder import save_model
+from vocaseg.models.registry import create_model, get_entry
+from vocaseg.models.towers import RANDOM, ClipSource
+from vocaseg.models.weights import LoadReport, load_into, read_state
 
 CHECKPOINTS = "checkpoints"
 FINAL = "final"
 
 
-def build_model(cfg: TrainConfig) -> SegmentationModel:
-    """The method of ``cfg.model`` with its CLIP (``run.clip_weights``) and ``run.init`` weights."""
-    model = create_model(cfg.method, config=cfg.model_options, clip_weights=cfg.run.clip_weights)
-    if cfg.run.init is not None:
-        load_initial_weights(model, cfg.run.init, cfg.method)
-    return model
-
-
-def load_initial_weights(model: SegmentationModel, source: str | Path, method: str) -> None:
-    """Weights only from a model folder or a training checkpoint (e.g. transductive from inductive)."""
-    from safetensors.torch import load_file
-
-    from vocaseg.models.registry import MODEL_WEIGHTS
-
-    source = Path(source)
-    if source.is_dir():
-        if not (source / MODEL_WEIGHTS).is_file():
-            raise CheckpointError(f"run.init: {source} has no {MODEL_WEIGHTS}; pass a model folder")
-        state = load_file(str(source / MODEL_WEIGHTS))
-    else:
-        state = ckpt.load_checkpoint(source, method)["model"]
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"run.init: {source} does not fit model {method!r}: missing {missing[:8]}, "
-            f"unexpected {unexpected[:8]}"
+def build_model(cfg: TrainConfig, pretrained: bool | str | None = None) -> SegmentationModel:
+    """The method of ``cfg.model`` built for training, on the CLIP of ``run.clip_weights``
+    (``pretrained`` overrides it; ``False`` gives random weights, e.g. to print the structure)."""
+    entry = get_entry(cfg.method)
+    if not entry.trained:
+        raise ConfigError(
+            f"{cfg.method} is training-free: there is nothing to train; run it with "
+            f"'vocaseg segment --model {cfg.method}' or 'vocaseg eval --model {cfg.method}'"
         )
+    if pretrained is None:
+        weights = cfg.run.clip_weights
+        pretrained = True if weights is None else (False if weights == RANDOM else weights)
+    return create_model(cfg.method, cfg.model_options, pretrained=pretrained, training=True)
+
+
+def load_initial_weights(model: SegmentationModel, cfg: TrainConfig) -> tuple[LoadReport, dict]:
+    """``run.init`` through the weights door; returns the load report and the source's record."""
+    source = cfg.run.init
+    state, record = read_state(source)
+    report = load_into(
+        model,
+        state,
+        what=f"run.init {source}",
+        required=list(model.saved_state_dict()),
+        allow_missing=cfg.run.init_allow_missing,
+        ignore=cfg.run.init_ignore,
+    )
+    return report, {**record, "source": str(source)}
 
 
 def parameter_counts(model: nn.Module) -> tuple[int, int]:
@@ -91,14 +99,20 @@ def describe_model(model: nn.Module) -> str:
 
 
 class _TrainStep(nn.Module):
-    """``forward(batch) -> losses``: what DDP wraps, so gradient sync covers the whole loss."""
+    """``forward(batch) -> losses``: what DDP wraps, so gradient sync covers the whole loss.
 
-    def __init__(self, model: SegmentationModel) -> None:
+    Only ``forward_train`` runs under ``autocast``; the loss runs in fp32 outside it.
+    """
+
+    def __init__(self, model: SegmentationModel, autocast: Any) -> None:
         super().__init__()
         self.model = model
+        self.autocast = autocast
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        return self.model.loss(batch, self.model.forward_train(batch))
+        with self.autocast():
+            outputs = self.model.forward_train(batch)
+        return self.model.loss(batch, outputs)
 
 
 class _EpochSamples(torch.utils.data.Dataset):
@@ -138,12 +152,22 @@ class Trainer:
     ) -> None:
         self.cfg = cfg
         self.output = Path(output or cfg.run.output)
-        self.dist, self.device = D.init_distributed(cfg.run.device)
+        self.dist, self.device = init_distributed(cfg.run.device)
         self.precision = self._precision()
         torch.manual_seed(cfg.run.seed)  # identical initial weights on every process
         self.model = build_model(cfg).to(self.device)
-        self.data = build_pipeline(cfg, self.model)
-        self.model.prepare_training(self.data.vocabulary, self.data.setting)
+        init_record = None
+        if cfg.run.init is not None:
+            report, init_record = load_initial_weights(self.model, cfg)
+            if self.dist.is_main:
+                print(f"run.init {cfg.run.init}: {report.summary()}")
+        pipeline = get_pipeline(cfg.data.pipeline or get_entry(cfg.method).pipeline)
+        context = PipelineContext(self.dist, self.device)
+        if pipeline.prepare is not None:
+            pipeline.prepare(cfg, self.model, context)
+            D.barrier()
+        self.data: TrainData = pipeline.build(cfg, self.model, context)
+        self.model.prepare_training(replace(self.data.spec, init=init_record))
         self.model.train()
 
         per_epoch = len(self.data.source) // (cfg.data.batch_size * self.dist.world_size)
@@ -158,7 +182,7 @@ class Trainer:
         self.schedule = build_schedule(cfg.schedule, cfg.optim.lr, self.steps_per_epoch)
         self.total_steps = self.schedule.total
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
-        self.sampler = D.ShardedSampler(
+        self.sampler = ShardedSampler(
             len(self.data.source),
             self.dist,
             seed=cfg.run.seed,
@@ -171,13 +195,14 @@ class Trainer:
         self.resumed_from: Path | None = None
         torch.manual_seed(cfg.run.seed + 1000 * self.dist.rank)  # per-process training RNG
         self._resume(resume)
+        step = _TrainStep(self.model, self._autocast)
         if self.dist.enabled:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.step_module: nn.Module = nn.parallel.DistributedDataParallel(
-                _TrainStep(self.model), device_ids=device_ids
+                step, device_ids=device_ids
             )
         else:
-            self.step_module = _TrainStep(self.model)
+            self.step_module = step
 
     # ----------------------------------------------------------------------------------- set-up
 
@@ -210,11 +235,12 @@ class Trainer:
         else:
             path = Path(resume)
         state = ckpt.load_checkpoint(path, self.cfg.method)
-        missing, unexpected = self.model.load_state_dict(state["model"], strict=False)
-        if missing or unexpected:
-            raise CheckpointError(
-                f"{path} does not fit this model: missing {missing[:8]}, unexpected {unexpected[:8]}"
-            )
+        load_into(
+            self.model,
+            state["model"],
+            what=str(path),
+            required=list(self.model.saved_state_dict(include_frozen=self._saves_frozen())),
+        )
         try:
             self.optimizer.load_state_dict(state["optimizer"])
         except (ValueError, KeyError) as err:
@@ -248,7 +274,7 @@ class Trainer:
                 batch_size=cfg.batch_size,
                 sampler=self.sampler,
                 num_workers=cfg.num_workers,
-                collate_fn=self.data.collate_fn,
+                collate_fn=self.data.collate,
                 pin_memory=self.device.type == "cuda",
                 drop_last=True,
                 # Worker seeds from a private generator: the global torch RNG stays untouched.
@@ -269,12 +295,13 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=dtype)
 
     def _optimizer_step(self, micro: list[dict[str, Any]]) -> dict[str, float]:
-        """One optimiser step over ``micro`` batches; returns the mean loss terms."""
+        """One optimiser step over ``micro`` batches (still on the CPU: each moves to the device
+        only when it runs); returns the mean loss terms."""
         self.schedule.apply(self.optimizer, self.step)
         self.model.before_train_step(self.step, self.total_steps)
         counts = [self.model.count_targets(b) for b in micro]
         if counts[0] is not None:
-            normaliser = D.global_target_count(counts, self.dist, self.device)
+            normaliser = global_target_count(counts, self.dist, self.device)
             for batch in micro:
                 batch["num_targets"] = normaliser
         sums: dict[str, torch.Tensor] = {}
@@ -286,8 +313,8 @@ class Trainer:
                 if self.dist.enabled and not last
                 else contextlib.nullcontext()
             )
-            with sync, self._autocast():
-                losses = self.step_module(batch)
+            with sync:
+                losses = self.step_module(to_device(batch, self.device))
                 loss = losses["loss"].float() / len(micro)
             self.scaler.scale(loss).backward()
             for key, value in losses.items():
@@ -325,9 +352,7 @@ class Trainer:
         try:
             while self.step < self.total_steps:
                 tic = time.perf_counter()
-                micro = [
-                    to_device(next(micro_batches), self.device) for _ in range(cfg.optim.accumulate)
-                ]
+                micro = [next(micro_batches) for _ in range(cfg.optim.accumulate)]
                 values = self._optimizer_step(micro)
                 self.step += 1
                 logger.step(values["loss"], 1.0 / max(time.perf_counter() - tic, 1e-9))
@@ -346,20 +371,28 @@ class Trainer:
         self.check_replicas()
         final = self.output / FINAL
         if self.dist.is_main:
-            save_model(self.model, final)
+            training = {"split": self.data.split, "dataset": self.data.record, "steps": self.step}
+            save_model(self.model, final, overwrite=True, training=training)
         D.barrier()
         return final
 
     # ----------------------------------------------------------------------- checkpoints / eval
 
+    def _saves_frozen(self) -> bool:
+        """Random or in-memory CLIP weights cannot be rebuilt from a reference: save them."""
+        record = self.model.clip_source
+        return record is not None and not ClipSource.from_record(record).is_reference
+
     def checkpoint_state(self) -> dict[str, Any]:
         """Everything a resumed run needs (collective: every process contributes its RNG)."""
         rngs = D.all_gather_objects(ckpt.rng_state())
-        vocabulary = self.data.vocabulary
+        vocabulary = self.data.spec.vocabulary
+        weights = self.model.saved_state_dict(include_frozen=self._saves_frozen())
         return {
             "method": self.cfg.method,
             "config": to_dict(self.cfg),
             "model_config": self.model.config_dict(),
+            "clip": self.model.clip_source,
             "vocabulary": None
             if vocabulary is None
             else {
@@ -374,7 +407,7 @@ class Trainer:
             "step": self.step,
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
-            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "model": {k: v.detach().cpu() for k, v in weights.items()},
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "rng": rngs,
@@ -395,10 +428,8 @@ class Trainer:
         """Raise if the processes' weights differ (they must stay bit-identical under DDP)."""
         if not self.dist.enabled:
             return
-        digest = hashlib.sha256()
-        for value in self.model.state_dict().values():
-            digest.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
-        digests = D.all_gather_objects(digest.hexdigest())
+        digest = tensors_sha256(self.model.state_dict())
+        digests = D.all_gather_objects(digest)
         if len(set(digests)) != 1:
             raise RuntimeError(f"model weights differ between processes: {digests}")
         if self.dist.is_main:
@@ -416,7 +447,8 @@ class Trainer:
             split=cfg.eval.split,
         )
         vocabulary = dataset.classes
-        seen = self.data.vocabulary.seen if self.data.vocabulary is not None else None
+        trained = self.data.spec.vocabulary
+        seen = trained.seen if trained is not None else None
         self.model.eval()
         try:
             result = evaluate(

@@ -14,12 +14,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from vocaseg.constants import IMAGE_SUFFIXES
 from vocaseg.errors import ImageError
 
 ImageInput = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
-
-#: File suffixes that ``find_images`` picks up in folders.
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
 def read_image(path: str | os.PathLike) -> Image.Image:

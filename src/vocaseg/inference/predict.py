@@ -36,14 +36,20 @@ def normalize(images: Tensor, pre: Preprocess) -> Tensor:
     return (images.float() - mean) / std
 
 
-def pad_to_multiple(images: Tensor, divisor: int) -> tuple[Tensor, tuple[int, int, int, int]]:
-    """Pad [B, C, H, W] symmetrically with zeros to multiples of ``divisor``.
+def pad_to_multiple(
+    images: Tensor, divisor: int, mode: str = "center"
+) -> tuple[Tensor, tuple[int, int, int, int]]:
+    """Pad [B, C, H, W] with zeros to multiples of ``divisor``: symmetrically (``center``, as
+    SCLIP's compute_padsize) or right and bottom (``bottom_right``, as detectron2's ImageList).
 
     Returns the padded tensor and the (left, right, top, bottom) padding."""
     height, width = images.shape[-2:]
     pad_h = (-height) % divisor
     pad_w = (-width) % divisor
-    pads = (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)
+    if mode == "bottom_right":
+        pads = (0, pad_w, 0, pad_h)
+    else:
+        pads = (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)
     if pad_h == 0 and pad_w == 0:
         return images, pads
     return F.pad(images, pads), pads
@@ -52,11 +58,14 @@ def pad_to_multiple(images: Tensor, divisor: int) -> tuple[Tensor, tuple[int, in
 def predict_scores(
     model: SegmentationModel, images: Tensor, text: Tensor, vocabulary: Vocabulary
 ) -> Tensor:
-    """Class scores [B, K, H, W] (float32) for ``images`` [B, 3, H, W] on the 0-255 scale.
+    """Class scores [B, K, H, W] (float32) over ``vocabulary`` for ``images`` [B, 3, H, W] on the
+    0-255 scale; the argmax over K is the label map.
 
-    ``text`` is ``model.encode_vocabulary(vocabulary)``; the argmax over K is the label map.
+    ``text`` is ``model.text_for(vocabulary)``; ``vocabulary`` is already prepared for the model's
+    background protocol (``model.background.prepare``).
     """
-    pre = model.preprocess
+    pre, background = model.preprocess, model.background
+    scored = background.scored_vocabulary(vocabulary)
     height, width = images.shape[-2:]
     new_h, new_w = resized_shape(height, width, pre)
     x = normalize(images, pre)
@@ -65,13 +74,13 @@ def predict_scores(
     x = x.to(next(iter(model.parameters()), text).dtype)
 
     def dense(crop: Tensor) -> Tensor:
-        padded, (left, right, top, bottom) = pad_to_multiple(crop, pre.size_divisor)
+        padded, (left, right, top, bottom) = pad_to_multiple(crop, pre.size_divisor, pre.pad)
         logits = model(padded, text)  # [B, Q, h, w]
         logits = F.interpolate(
             logits.float(), size=padded.shape[-2:], mode="bilinear", align_corners=False
         )
         logits = logits[..., top : padded.shape[-2] - bottom, left : padded.shape[-1] - right]
-        return model.window_output(logits, vocabulary)
+        return model.window_output(logits, scored, background)
 
     if pre.window is None:
         stitched = whole_inference(x, dense)
@@ -81,4 +90,4 @@ def predict_scores(
         stitched = F.interpolate(
             stitched, size=(height, width), mode="bilinear", align_corners=False
         )
-    return model.finalize(stitched, vocabulary)
+    return model.finalize(stitched, vocabulary, background)

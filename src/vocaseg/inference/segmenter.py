@@ -9,8 +9,8 @@ size and format go in, :class:`SegmentationResult` s come out.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,20 +19,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vocaseg.errors import ConfigError, UserError, VocabularyError
+from vocaseg.device import autocast, resolve_device, resolve_dtype
+from vocaseg.errors import UserError, VocabularyError, VocasegWarning
 from vocaseg.inference.images import ImageInput, as_rgb_array
 from vocaseg.inference.predict import predict_scores
 from vocaseg.models.base import SegmentationModel
 from vocaseg.text.vocab import Vocabulary
-
-_DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-}
 
 
 @dataclass
@@ -51,23 +43,6 @@ class SegmentationResult:
     def area_dict(self) -> dict[str, float]:
         """Class name -> pixel fraction, for every class of the vocabulary."""
         return {name: float(a) for name, a in zip(self.class_names, self.areas)}
-
-
-def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in _DTYPES:
-        raise ConfigError(f"unknown dtype {dtype!r}; choose float32, bfloat16 or float16")
-    return _DTYPES[dtype]
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {device} requested but CUDA is not available; use --device cpu")
-    return device
 
 
 def as_vocabulary(vocab: Vocabulary | str | os.PathLike | Sequence[Any]) -> Vocabulary:
@@ -104,7 +79,8 @@ class Segmenter:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype)
         self.model = model.to(self.device).eval()
-        self.vocabulary: Vocabulary | None = None
+        self.vocabulary: Vocabulary | None = None  # as segmented (background class added if needed)
+        self.requested: Vocabulary | None = None  # as the user gave it
         self._text: Tensor | None = None
         self._cache: dict[Vocabulary, Tensor] = {}
 
@@ -115,37 +91,49 @@ class Segmenter:
         weights: str | os.PathLike | None = None,
         device: str | torch.device = "cpu",
         dtype: str | torch.dtype | None = None,
+        background: str | None = None,
         **overrides: Any,
     ) -> Segmenter:
-        """A folder written by ``save_model`` / ``vocaseg train``, or a registered method name.
+        """A model folder (from ``vocaseg train`` / ``convert``) or a registered method name, as
+        every command resolves them (:func:`vocaseg.models.resolve_model`).
 
-        For a name, the CLIP comes from ``weights`` (a known CLIP name or a checkpoint file) or, by
-        default, the method's own CLIP (e.g. ``"ViT-B/16"``, downloaded on first use); ``overrides``
-        set method config fields.
+        ``weights``: CLIP weights (a known name or a file; default: the method's own, downloaded
+        on first use), a model folder, or ``"random"`` (tests). ``background``: a protocol in the
+        command-line form, e.g. ``"bg:threshold,prob_thd=0.3"``; ``overrides`` set config values
+        (``short_side=448``, ``window=0``, ``prob_thd=0.3``, ...).
         """
-        from vocaseg.models.registry import build_config, create_model, load_model
+        from vocaseg.background import parse_background
+        from vocaseg.models.resolve import resolve_model
 
-        path = Path(model_name_or_path)
-        if path.is_dir():
-            if weights is not None or overrides:
-                raise UserError(
-                    f"{path} is a model folder with its own weights and settings; "
-                    "drop --weights and the overrides"
-                )
-            model = load_model(path, device="cpu")
-        else:
-            name = str(model_name_or_path)
-            config = build_config(name, **overrides)
-            clip_weights = weights if weights is not None else getattr(config, "clip", None)
-            model = create_model(name, config=config, clip_weights=clip_weights)
+        settings = {**overrides, **(parse_background(background) if background else {})}
+        model = resolve_model(model_name_or_path, weights, settings)
         return cls(model, device=device, dtype=dtype)
 
+    def update_settings(self, **settings: Any) -> None:
+        """Change inference settings (window, short side, background, ...) without reloading."""
+        self.model.update_settings(**settings)
+        self._cache.clear()
+        if self.vocabulary is not None:
+            self.set_vocabulary(self.requested)
+
     def set_vocabulary(self, vocabulary: Vocabulary | str | os.PathLike | Sequence[Any]) -> None:
-        """Set the classes to segment; their text embeddings are computed once and cached."""
-        vocab = as_vocabulary(vocabulary)
+        """Set the classes to segment; their text embeddings are computed once and cached.
+
+        Under a background protocol that needs one, a class "background" is appended when the
+        vocabulary has none (it then appears in ``class_names``).
+        """
+        self.requested = as_vocabulary(vocabulary)
+        vocab = self.model.background.prepare(self.requested)
+        if len(vocab) == 1:
+            warnings.warn(
+                f"the vocabulary has one class ({vocab.class_names[0]!r}), so every pixel gets "
+                "it; name more classes or use a background option (e.g. --set prob_thd=0.3)",
+                VocasegWarning,
+                stacklevel=2,
+            )
         if vocab not in self._cache:
             with torch.inference_mode(), self._autocast():
-                self._cache[vocab] = self.model.encode_vocabulary(vocab)
+                self._cache[vocab] = self.model.text_for(vocab)
         self.vocabulary = vocab
         self._text = self._cache[vocab]
 
@@ -186,9 +174,7 @@ class Segmenter:
         return results
 
     def _autocast(self) -> Any:
-        if self.dtype == torch.float32:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
+        return autocast(self.device, self.dtype)
 
 
 def _same_size_batches(items: list[ImageInput], batch_size: int) -> list[list[np.ndarray]]:

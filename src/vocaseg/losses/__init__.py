@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 from torch import Tensor
 
+from vocaseg.dist import all_reduce_sum, dist_info
 from vocaseg.losses.dice import dice_loss
 from vocaseg.losses.focal import sigmoid_focal_loss, sigmoid_focal_map
 
@@ -16,10 +16,7 @@ def num_masks(present: Tensor) -> Tensor:
     """N_m: the number of True (image, class) pairs in ``present`` over the global batch, >= 1.
 
     Under torch.distributed the count is all-reduced and divided by the world size, so every rank
-    normalises by the global average (DETR / Mask2Former convention, specs/tagclip.md §3).
+    normalises by the global average (the DETR / Mask2Former convention ZegCLIP's loss uses).
     """
-    count = present.sum().to(torch.float32)
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(count)
-        count = count / dist.get_world_size()
+    count = all_reduce_sum(present.sum().to(torch.float32)) / dist_info().world_size
     return count.clamp(min=1.0)

@@ -1,5 +1,5 @@
 """Released ZegCLIP checkpoints (and checkpoints of the official TagCLIP code) -> vocaseg model
-folders. Layout and renaming table: specs/tagclip.md §8.
+folders (the key table: docs/methods/tagclip.md).
 
 vocaseg keeps CLIP's own parameter names inside the model (``clip.visual.conv1``,
 ``clip.visual.transformer.resblocks.{i}``, ...), so the official backbone keys map onto them with
@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from vocaseg.errors import CheckpointError
+from vocaseg.models.weights import load_into
 
 _BACKBONE_RENAMES = {
     "prompt_embeddings": "vpt.shallow",
@@ -163,49 +164,50 @@ def convert_checkpoint(
     output: str | Path | None = None,
     clip: Any = None,
     allow_pickle: bool = False,
+    overwrite: bool = False,
     **overrides: Any,
 ) -> tuple[Any, ConversionReport]:
     """Convert a released checkpoint into a vocaseg model (saved to ``output`` when given).
 
-    ``clip``: the CLIP whose text tower (absent from the checkpoint) the model uses: a ``CLIP``,
-    a name or file for :func:`vocaseg.clip.load`, or None (random, ViT-B/16; listed as unfilled).
-    When the CLIP has pretrained weights, the checkpoint's frozen visual tensors are compared with
-    it and differences are listed. ``overrides`` set config fields (e.g. ``setting``).
+    ``clip``: the CLIP whose text tower (absent from the checkpoint) the model uses: a ``CLIP``, a
+    name or file for :func:`vocaseg.clip.load`, or None (random, ViT-B/16; listed as unfilled). When the CLIP
+    has pretrained weights, the checkpoint's frozen visual tensors are compared with it and
+    differences are listed. The model folder refers to ``clip`` when the checkpoint's frozen
+    tensors equal it bit for bit, else it is self-contained. ``overrides`` set config fields
+    (e.g. ``setting``); ``overwrite`` allows replacing an existing model folder.
     """
-    from vocaseg import clip as clip_lib
-    from vocaseg.models.registry import create_model, save_model
+    from vocaseg.models.folder import save_model
+    from vocaseg.models.registry import create_model
 
     state, meta = read_checkpoint(path, allow_pickle)
     method, config = infer_config(state, meta)
     pretrained = clip is not None
-    if clip is None:
-        clip = clip_lib.build("ViT-B/16")
-    elif not isinstance(clip, torch.nn.Module):
-        clip = clip_lib.load(clip)
-    model = create_model(method, clip=clip, **{**config, **overrides})
+    settings = {**config, **overrides}
+    if isinstance(clip, torch.nn.Module):
+        model = create_model(method, settings, clip=clip)
+    else:
+        model = create_model(method, settings, pretrained=clip if pretrained else False)
     reference = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("clip.")}
     converted, dropped = convert_state_dict(state)
     own = model.state_dict()
-    unexpected = sorted(set(converted) - set(own))
-    wrong = [
-        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-        for k, v in converted.items()
-        if k in own and v.shape != own[k].shape
-    ]
-    if unexpected or wrong:
-        raise CheckpointError(
-            f"{path} does not fit {method}: unexpected {unexpected[:5]}, shape mismatches {wrong[:5]}"
-        )
-    model.load_state_dict({k: v.to(own[k].dtype) for k, v in converted.items()}, strict=False)
+    converted = {k: v.to(own[k].dtype) if k in own else v for k, v in converted.items()}
+    load_into(
+        model,
+        converted,
+        what=str(path),
+        required=list(model.saved_state_dict()),
+        allow_missing=["*"],  # reported as unfilled below
+    )
     unfilled = sorted(k for k in own if k not in converted)
     if not pretrained:
         unfilled = [k for k in unfilled if not k.startswith("clip.")] + ["clip.* text tower"]
     else:
         unfilled = [k for k in unfilled if not k.startswith("clip.")]
-    mismatches = []
-    if pretrained:
-        for key, value in converted.items():
-            if key in reference and not torch.allclose(
+    mismatches, identical = [], True
+    for key, value in converted.items():
+        if key in reference:
+            identical = identical and torch.equal(value, reference[key])
+            if pretrained and not torch.allclose(
                 value.float(), reference[key].float(), atol=1e-2, rtol=1e-2
             ):
                 mismatches.append(key)
@@ -221,5 +223,5 @@ def convert_checkpoint(
         frozen_mismatches=mismatches,
     )
     if output is not None:
-        save_model(model, output)
+        save_model(model, output, self_contained=not identical, overwrite=overwrite)
     return model, report

@@ -1,53 +1,93 @@
-"""Method registry: ``list_models``, ``create_model`` and model folders (``save_model``/``load_model``).
+"""Method registry: ``register_model``, ``list_models``, ``get_entry`` and ``create_model``.
 
-A model folder holds ``model.json`` (method name, method config, CLIP architecture, vocaseg version)
-and ``model.safetensors`` (the full state dict), so it rebuilds without the original config files
-and loads without executing pickled code.
+A registry entry names everything the rest of vocaseg needs to know about a method without
+importing it: its config class and preset values, the CLIP towers it uses and when, whether it must
+be trained before it segments anything, the training-data pipeline it reads, and a tiny
+configuration for the contract tests. Model folders (``save_model``/``load_model``) are in
+:mod:`vocaseg.models.folder`; the resolver the commands share is :mod:`vocaseg.models.resolve`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
-import json
+import os
+import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vocaseg.config import from_dict, load_yaml, to_dict
-from vocaseg.errors import CheckpointError, ConfigError, UserError
-from vocaseg.io import atomic_path, write_json
+from vocaseg.errors import ConfigError, UserError
 from vocaseg.models.base import SegmentationModel
+from vocaseg.models.towers import Towers, TowerUse, build_towers
 
-# Modules that register methods when imported.
-_METHOD_MODULES = ["vocaseg.models.tagclip", "vocaseg.models.maskclip"]
+# Modules that register the built-in methods when imported.
+_METHOD_MODULES = ["vocaseg.models.maskclip", "vocaseg.models.tagclip"]
 
-MODEL_JSON = "model.json"
-MODEL_WEIGHTS = "model.safetensors"
+Builder = Callable[[Any, "Towers | None"], SegmentationModel]
+TowerSpec = dict[str, TowerUse] | Callable[[Any], dict[str, TowerUse]]
 
 
 @dataclass(frozen=True)
 class ModelEntry:
+    """One registered method (or preset of one).
+
+    ``towers``: the CLIP towers the method uses and when (``{"text": "inference", "visual":
+    "training"}``), or a function of the config returning that; ``trained``: the method needs
+    trained weights (a model folder) before it can segment; ``pipeline``: the training-data
+    pipeline it reads (``vocaseg.data.pipelines``); ``tiny``: config values of a tiny random
+    instance for the contract tests; ``preset``: config values this name sets.
+    """
+
     name: str
     config_class: type
-    builder: Callable[[Any, Any], SegmentationModel]  # builder(config, clip) -> model
+    builder: Builder
     description: str
-    preset: dict[
-        str, Any
-    ]  # config values this name sets (e.g. zegclip = tagclip without the token)
+    preset: dict[str, Any] = field(default_factory=dict)
+    towers: TowerSpec = field(default_factory=dict)
+    trained: bool = False
+    pipeline: str = "semantic"
+    tiny: dict[str, Any] = field(default_factory=dict)
+
+    def tower_uses(self, config: Any) -> dict[str, TowerUse]:
+        uses = self.towers(config) if callable(self.towers) else self.towers
+        return dict(uses) if getattr(config, "clip", None) is not None else {}
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
 def register_model(
-    name: str, config_class: type, description: str, **preset: Any
-) -> Callable[[Callable[[Any, Any], SegmentationModel]], Callable[[Any, Any], SegmentationModel]]:
-    """Decorator registering ``builder(config, clip) -> SegmentationModel`` under ``name``."""
+    name: str,
+    config_class: type,
+    description: str,
+    *,
+    towers: TowerSpec | None = None,
+    trained: bool = False,
+    pipeline: str = "semantic",
+    tiny: dict[str, Any] | None = None,
+    **preset: Any,
+) -> Callable[[Builder], Builder]:
+    """Decorator registering ``builder(config, towers) -> SegmentationModel`` under ``name``."""
 
-    def decorate(builder: Callable[[Any, Any], SegmentationModel]):
-        _REGISTRY[name] = ModelEntry(name, config_class, builder, description, dict(preset))
+    def decorate(builder: Builder) -> Builder:
+        if name in _REGISTRY and _REGISTRY[name].builder is not builder:
+            warnings.warn(
+                f"model {name!r} is registered again; the new entry replaces it", stacklevel=2
+            )
+        _REGISTRY[name] = ModelEntry(
+            name,
+            config_class,
+            builder,
+            description,
+            dict(preset),
+            towers or {},
+            trained,
+            pipeline,
+            dict(tiny or {}),
+        )
         return builder
 
     return decorate
@@ -62,6 +102,12 @@ def _load_registry() -> dict[str, ModelEntry]:
 def list_models() -> list[str]:
     """Names accepted by :func:`create_model`, sorted."""
     return sorted(_load_registry())
+
+
+def builtin_models() -> list[str]:
+    """The methods vocaseg ships (without plugins and test-only models)."""
+    registry = _load_registry()
+    return sorted(n for n, e in registry.items() if e.builder.__module__ in _METHOD_MODULES)
 
 
 def get_entry(name: str) -> ModelEntry:
@@ -98,86 +144,35 @@ def build_config(name: str, config: Any = None, **overrides: Any) -> Any:
 def create_model(
     name: str,
     config: Any = None,
-    clip_weights: str | Path | None = None,
+    *,
+    pretrained: bool | str | os.PathLike = False,
     clip: Any = None,
+    training: bool = False,
     **overrides: Any,
 ) -> SegmentationModel:
-    """Build method ``name``.
+    """Build method ``name`` (eval mode).
 
     ``config``: a YAML file (its ``model:`` section), a dict or a config dataclass; keyword
-    ``overrides`` set single fields. The CLIP it stands on is ``clip`` if given, else loaded from
-    ``clip_weights`` (a known name or a file, see ``vocaseg.clip.load``), else built with random
-    weights in the architecture the config's ``clip`` field names (no download). A method whose
-    config sets ``clip: null`` (e.g. a student trained without CLIP) gets ``clip=None``.
+    ``overrides`` set single fields. The CLIP it stands on: ``pretrained=False`` random weights in
+    the config's architecture (recorded as ``"random"``; no download), ``True`` the config's named
+    weights (e.g. ``"ViT-B/16"``, downloaded on first use), or a known name / checkpoint file;
+    ``clip`` passes a built CLIP (or :class:`~vocaseg.models.towers.Towers`) instead.
+    ``training=True`` also builds the towers the method uses only in training (teachers).
+    A trained method's heads are random here: load trained weights with ``load_model``.
     """
-    from vocaseg import clip as clip_lib
-
     entry = get_entry(name)
     cfg = build_config(name, config, **overrides)
-    if clip is None and clip_weights is not None:
-        clip = clip_lib.load(clip_weights)
-    elif clip is None and getattr(cfg, "clip", "ViT-B/16") is not None:
-        clip = clip_lib.build(getattr(cfg, "clip", "ViT-B/16"))
-    model = entry.builder(cfg, clip)
+    towers = clip if isinstance(clip, Towers) else None
+    if towers is None:
+        towers = build_towers(
+            entry.tower_uses(cfg),
+            getattr(cfg, "clip", None),
+            pretrained=pretrained,
+            clip=clip,
+            training=training,
+        )
+    model = entry.builder(cfg, towers)
     model.name = name
-    return model
-
-
-def save_model(model: SegmentationModel, path: str | Path) -> Path:
-    """Write ``model`` as a model folder (config JSON + safetensors), atomically per file."""
-    from safetensors.torch import save_file
-
-    from vocaseg import __version__
-
-    folder = Path(path)
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    with atomic_path(folder / MODEL_WEIGHTS) as tmp:
-        save_file(state, str(tmp))
-    record = {
-        "method": model.name,
-        "config": model.config_dict(),
-        "clip": to_dict(model.clip.config) if hasattr(model, "clip") else None,
-        "vocaseg_version": __version__,
-    }
-    write_json(folder / MODEL_JSON, record)
-    return folder
-
-
-def load_model(path: str | Path, device: str = "cpu") -> SegmentationModel:
-    """Load a model folder written by :func:`save_model` (or ``vocaseg convert``)."""
-    from safetensors.torch import load_file
-
-    from vocaseg import clip as clip_lib
-
-    folder = Path(path)
-    meta_path = folder / MODEL_JSON
-    if not meta_path.is_file():
-        raise CheckpointError(
-            f"{folder} is not a vocaseg model folder (no {MODEL_JSON}); "
-            "pass a folder written by 'vocaseg train' or 'vocaseg convert'"
-        )
-    try:
-        record = json.loads(meta_path.read_text(encoding="utf-8"))
-        method = record["method"]
-    except (json.JSONDecodeError, KeyError) as err:
-        raise CheckpointError(f"{meta_path} is damaged ({err}); re-export the model") from None
-    clip = (
-        clip_lib.build(clip_lib.CLIPConfig.from_dict(record["clip"]))
-        if record.get("clip")
-        else None
-    )
-    model = create_model(method, config=record.get("config"), clip=clip)
-    weights = folder / MODEL_WEIGHTS
-    if not weights.is_file():
-        raise CheckpointError(f"{folder} has no {MODEL_WEIGHTS}; the model folder is incomplete")
-    try:
-        state = load_file(str(weights))
-    except Exception as err:  # safetensors raises several types for damaged files
-        raise CheckpointError(f"{weights} is not a readable safetensors file ({err})") from None
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{weights} does not fit model {method!r}: missing {missing[:8]}, unexpected {unexpected[:8]}"
-        )
-    return model.to(device).eval()
+    model.clip_source = towers.source.record() if towers is not None else None
+    model.freeze_declared()
+    return model.eval()

@@ -1,5 +1,5 @@
 """TagCLIP (Li et al., arXiv 2304.07547 / TPAMI 2024) and ZegCLIP (Zhou et al., CVPR 2023) for
-zero-shot semantic segmentation with seen/unseen discrimination. Spec: specs/tagclip.md.
+zero-shot semantic segmentation with seen/unseen discrimination (docs/methods/tagclip.md).
 
 A frozen CLIP ViT, adapted by deep visual prompts (:mod:`vocaseg.models.layers.vpt`), gives a global
 embedding g and patch embeddings P. Each class text embedding t (and TagCLIP's learnable trusty token
@@ -15,56 +15,69 @@ differently in different vocabularies. ZegCLIP is the ``zegclip`` preset (no τ,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vocaseg.config import to_dict
-from vocaseg.errors import CheckpointError, ConfigError
+from vocaseg.constants import IMAGENET_MEAN, IMAGENET_STD
+from vocaseg.errors import ConfigError
 from vocaseg.losses import dice_loss, num_masks, sigmoid_focal_loss
-from vocaseg.models.base import IMAGENET_MEAN, IMAGENET_STD, Preprocess, SegmentationModel
+from vocaseg.models.base import Batch, InferenceConfig, SegmentationModel, TrainSpec
 from vocaseg.models.layers.atm import ATMDecoder
 from vocaseg.models.layers.vpt import VisualPrompts, bilinear_pos_embed
 from vocaseg.models.registry import register_model
 from vocaseg.text.vocab import Vocabulary
 
-IGNORE_INDEX = 255
+if TYPE_CHECKING:
+    from vocaseg.background import BackgroundProtocol
+    from vocaseg.models.towers import Towers
 
 
 @dataclass
-class TagCLIPConfig:
-    """TagCLIP / ZegCLIP settings (specs/tagclip.md §2.5 presets, §3 losses, §4 inference)."""
+class TagCLIPConfig(InferenceConfig):
+    """TagCLIP / ZegCLIP settings (TagCLIP §3-§4, ZegCLIP §3; the released configs' values)."""
 
-    clip: Any = "ViT-B/16"  # a known CLIP name, or CLIPConfig fields (tiny test models)
-    setting: Literal["inductive", "transductive", "supervised"] = "inductive"
-    num_prompts: int = 10  # N: 10 VOC, 100 COCO, 35 Context
-    pos_grid: int = 32  # positional table resized to this grid at load (512 / 16)
-    cls_double_embedding: bool = True
-    trusty_token: bool = True
-    trusty_learner: bool = True
-    head_depth: int = 3
-    head_heads: int = 8
-    head_ffn: int = 2048
-    dropout: float = 0.1
-    head_init: Literal["xavier", "torch_default_cloned"] = "xavier"
-    mask_weight: float = 20.0
-    dice_weight: float = 1.0
-    trusty_weight: float = 10.0
-    focal_alpha: float = 0.25
-    focal_gamma: float = 2.0
-    trusty_target: Literal["unseen", "seen"] = "unseen"
-    trusty_weighting: Literal["both", "seen", "unseen", "none"] = "both"
-    seen_calibration: float = 0.1
-    templates: str = "voc_single"
-    crop_size: int = 512
-    slide_stride: int = 426
-    init_from: str | None = None  # model folder to warm-start from (weights only)
-    grad_checkpointing: bool = False  # recompute frozen blocks in backward: less memory, slower
+    clip: Annotated[Any, "CLIP ViT: a known name (ViT-B/16) or CLIPConfig fields"] = "ViT-B/16"
+    setting: Annotated[
+        Literal["inductive", "transductive", "supervised"], "zero-shot setting it is trained in"
+    ] = "inductive"
+    num_prompts: Annotated[int, "deep visual prompts per layer: 10 VOC, 100 COCO, 35 Context"] = 10
+    pos_grid: Annotated[int, "positional table resized to this grid at load (512 / 16)"] = 32
+    cls_double_embedding: Annotated[bool, "add the class embedding to the CLS token twice"] = True
+    trusty_token: Annotated[bool, "TagCLIP's trusty token (off: ZegCLIP)"] = True
+    trusty_learner: Annotated[bool, "self-attention over all queries (off: ZegCLIP)"] = True
+    head_depth: Annotated[int, "attention-to-mask blocks"] = 3
+    head_heads: Annotated[int, "attention heads of the head"] = 8
+    head_ffn: Annotated[int, "FFN width of the head"] = 2048
+    dropout: Annotated[float, "dropout in prompts and head"] = 0.1
+    head_init: Annotated[
+        Literal["xavier", "torch_default_cloned"], "head initialisation (TagCLIP / ZegCLIP)"
+    ] = "xavier"
+    mask_weight: Annotated[float, "focal loss weight"] = 20.0
+    dice_weight: Annotated[float, "dice loss weight"] = 1.0
+    trusty_weight: Annotated[float, "trusty loss weight"] = 10.0
+    focal_alpha: Annotated[float, "focal loss alpha"] = 0.25
+    focal_gamma: Annotated[float, "focal loss gamma"] = 2.0
+    trusty_target: Annotated[
+        Literal["unseen", "seen"], "what the trusty map marks (released code: unseen)"
+    ] = "unseen"
+    trusty_weighting: Annotated[
+        Literal["both", "seen", "unseen", "none"], "which scores the trusty map weights"
+    ] = "both"
+    seen_calibration: Annotated[float, "subtracted from seen-class scores (inductive)"] = 0.1
+    templates: Annotated[str, "prompt template set (vocaseg.text.templates)"] = "voc_single"
+    grad_checkpointing: Annotated[
+        bool, "recompute frozen blocks in backward: less memory, slower"
+    ] = False
+    short_side: int | None = 512
+    max_long_side: int | None = None
+    window: int | None = 512
+    stride: int | None = 426
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if isinstance(self.clip, dict):
             from vocaseg.clip.model import CLIPConfig
 
@@ -148,14 +161,19 @@ class TagCLIPHead(ATMDecoder):
 class TagCLIP(SegmentationModel):
     """TagCLIP / ZegCLIP on a frozen CLIP ViT; learnable: ``vpt`` (prompts) and ``head``."""
 
-    def __init__(self, cfg: TagCLIPConfig, clip: nn.Module) -> None:
+    frozen_modules = ("clip",)
+    runtime_keys = ("templates", "trusty_weighting", "seen_calibration")
+
+    def __init__(self, cfg: TagCLIPConfig, towers: Towers) -> None:
         super().__init__()
+        clip = towers.clip
         if not getattr(clip.config, "is_vit", False):
             raise ConfigError(
-                f"TagCLIP needs a ViT CLIP, got {cfg.clip!r}; use e.g. clip: ViT-B/16"
+                "TagCLIP needs a CLIP ViT, and these CLIP weights are a ResNet; use ViT weights "
+                "such as ViT-B/16"
             )
         self.config = cfg
-        self.clip = clip.requires_grad_(False)
+        self.clip = clip
         visual = clip.visual
         # 14x14 -> pos_grid (32x32) once, bilinear: the table official weights were trained with.
         with torch.no_grad():
@@ -173,24 +191,14 @@ class TagCLIP(SegmentationModel):
             grad_checkpointing=cfg.grad_checkpointing,
         )
         self.head = TagCLIPHead(clip.config.embed_dim, cfg)
-        self.preprocess = Preprocess(
-            mean=IMAGENET_MEAN,
-            std=IMAGENET_STD,
-            short_side=cfg.crop_size,
-            max_long_side=4 * cfg.crop_size,
-            window=cfg.crop_size,
-            stride=cfg.slide_stride,
-            size_divisor=visual.conv1.kernel_size[0],
-        )
-        self.train_vocabulary: Vocabulary | None = None
-        self.init_split: dict[str, Any] | None = None  # split of the init_from training checkpoint
+        self.setup_inference(IMAGENET_MEAN, IMAGENET_STD, visual.conv1.kernel_size[0])
+        self.spec: TrainSpec | None = None
         self._train_text: Tensor | None = None
         self._embedder = None  # TextEmbedder, built on first use
 
-    def train(self, mode: bool = True) -> TagCLIP:
-        super().train(mode)
-        self.clip.eval()  # frozen: no dropout or batch statistics
-        return self
+    def settings_changed(self, keys: set[str]) -> None:
+        if "templates" in keys:
+            self._embedder = None
 
     # ----- inference ---------------------------------------------------------------------------
 
@@ -211,8 +219,11 @@ class TagCLIP(SegmentationModel):
         g, patches = self.vpt.encode(self.clip.visual, images)
         return self.head(g, patches, text)
 
-    def window_output(self, logits: Tensor, vocabulary: Vocabulary) -> Tensor:
-        """Sigmoid scores of one window [B, Q', H, W] -> [B, K, H, W] (specs/tagclip.md §4)."""
+    def window_output(
+        self, logits: Tensor, vocabulary: Vocabulary, background: BackgroundProtocol
+    ) -> Tensor:
+        """Sigmoid scores of one window [B, Q', H, W] -> [B, K, H, W] (TagCLIP §3.4: seen scores
+        calibrated, all weighted by the trusty map)."""
         cfg, k = self.config, len(vocabulary)
         probs = logits.sigmoid()
         scores = probs[:, :k]
@@ -248,51 +259,58 @@ class TagCLIP(SegmentationModel):
             return ["uses unseen-pixel locations (trusty_target='unseen', released-code variant)"]
         return []
 
-    def prepare_training(self, vocabulary: Vocabulary | None, setting: str) -> None:
+    def prepare_training(self, spec: TrainSpec) -> None:
         """Encode the training queries: the seen names only (in seen order) when inductive, all
         classes otherwise. Unseen ids are kept solely to build the trusty target and pseudo-labels."""
-        cfg = self.config
+        cfg, vocabulary = self.config, spec.vocabulary
         if vocabulary is None:
             raise ConfigError(f"{self.name} trains on labelled data; use the 'semantic' pipeline")
-        if setting != cfg.setting:
+        if spec.setting != cfg.setting:
             raise ConfigError(
-                f"model.setting is {cfg.setting!r} but data.zero_shot.setting is {setting!r}; "
-                "set both to the same value"
+                f"model.setting is {cfg.setting!r} but data.zero_shot.setting is "
+                f"{spec.setting!r}; set both to the same value"
             )
-        if setting != "supervised" and vocabulary.seen is None:
-            raise ConfigError(f"{setting} training needs a seen/unseen split (data.zero_shot)")
-        if setting == "transductive" and self.init_split is not None:
-            self._check_init_split(vocabulary)
-        self.train_vocabulary = vocabulary
+        if spec.zero_shot is not None and vocabulary.seen is None:
+            raise ConfigError(f"{spec.setting} training needs a seen/unseen split (data.zero_shot)")
+        if spec.zero_shot == "transductive" and spec.init is not None:
+            self._check_init_split(vocabulary, spec.init)
+        self.spec = spec
         queried = Vocabulary(vocabulary.classes)
-        if setting == "inductive":
+        if spec.zero_shot == "inductive":
             queried = Vocabulary(tuple(vocabulary.classes[i] for i in vocabulary.seen))
         with torch.no_grad():
             self._train_text = self.encode_vocabulary(queried)
 
-    def _check_init_split(self, vocabulary: Vocabulary) -> None:
-        """Spec §5/§9: transductive training starts from an inductive run with the same split."""
-        split = self.init_split or {}
+    def _check_init_split(self, vocabulary: Vocabulary, init: dict[str, Any]) -> None:
+        """TagCLIP/ZegCLIP: transductive training starts from an inductive run with the same
+        split (a model folder from another code base records none and is not checked)."""
+        split = init.get("split")
+        if split is None:
+            return
         unseen = [n for i, n in enumerate(vocabulary.class_names) if i not in set(vocabulary.seen)]
         if split.get("setting") != "inductive" or list(split.get("unseen", [])) != unseen:
             raise ConfigError(
-                f"init_from {self.config.init_from}: was trained {split.get('setting')!r} with "
+                f"run.init {init.get('source')}: was trained {split.get('setting')!r} with "
                 f"unseen {split.get('unseen')}, but transductive training must start from an "
                 f"inductive checkpoint with this run's unseen classes {unseen}"
             )
 
-    def count_targets(self, batch: dict[str, Any]) -> float:
+    @property
+    def _ignore_index(self) -> int:
+        return self.spec.ignore_index if self.spec is not None else 255
+
+    def count_targets(self, batch: Batch) -> float:
         """Labelled (image, class) pairs of this micro-batch; the trainer turns the global sum into
         ``batch["num_targets"]`` (N_m). Transductive pairs are counted before pseudo-labelling."""
         label = batch["label"]
-        return float(sum(int((img.unique() != IGNORE_INDEX).sum()) for img in label))
+        return float(sum(int((img.unique() != self._ignore_index).sum()) for img in label))
 
     def _split_ids(self) -> tuple[list[int], list[int]]:
-        vocab = self.train_vocabulary
+        vocab = self.spec.vocabulary
         seen = list(vocab.seen) if vocab.seen is not None else list(range(len(vocab)))
         return seen, [i for i in range(len(vocab)) if i not in set(seen)]
 
-    def forward_train(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+    def forward_train(self, batch: Batch) -> dict[str, Tensor]:
         """Mask logits at label size [B, C', H, W] and the (pseudo-)labels the losses use.
 
         ``batch``: ``image`` [B, 3, H, W] (normalised), ``label`` [B, H, W] (inductive: seen
@@ -300,7 +318,7 @@ class TagCLIP(SegmentationModel):
         inductive with ``trusty_target="unseen"`` only).
         """
         if self._train_text is None:
-            raise ConfigError("call prepare_training(vocabulary, setting) before training TagCLIP")
+            raise ConfigError("call prepare_training(spec) before training TagCLIP")
         text = self.head.append_trusty(self._train_text.to(self.device))
         label = batch["label"].to(self.device).long()
         logits = self(batch["image"].to(self.device), text)
@@ -312,7 +330,7 @@ class TagCLIP(SegmentationModel):
 
     def pseudo_label(self, logits: Tensor, label: Tensor) -> Tensor:
         """Relabel unseen-GT pixels of ``label`` [B, H, W] as the argmax over the unseen classes of
-        σ(M_R) (no threshold); seen labels and 255 stay (ZegCLIP transductive, spec §5)."""
+        σ(M_R) (no threshold); seen labels and ignored pixels stay (ZegCLIP §3.5, transductive)."""
         _, unseen = self._split_ids()
         if not unseen:
             return label
@@ -320,15 +338,15 @@ class TagCLIP(SegmentationModel):
         best = unseen_ids[logits[:, unseen].argmax(dim=1)]  # [B, H, W] dataset ids
         return torch.where(torch.isin(label, unseen_ids), best, label)
 
-    def _trusty_target(self, batch: dict[str, Any], device: torch.device) -> Tensor:
+    def _trusty_target(self, batch: Batch, device: torch.device) -> Tensor:
         """G_A [B, 1, H, W] from the batch's unmodified labels: 1 at unseen-class pixels
         (``"unseen"``, the released code) or at seen-class pixels (``"seen"``, the paper)."""
         seen, unseen = self._split_ids()
         inductive = self.config.setting == "inductive"
         label = batch["label"].to(device).long()
         if self.config.trusty_target == "seen":
-            if inductive:  # labels hold seen positions, 255 elsewhere
-                return (label != IGNORE_INDEX)[:, None].float()
+            if inductive:  # labels hold seen positions, ignore elsewhere
+                return (label != self._ignore_index)[:, None].float()
             return torch.isin(label, torch.tensor(seen, device=device))[:, None].float()
         full = batch.get("label_full") if inductive else label
         if full is None:
@@ -339,10 +357,10 @@ class TagCLIP(SegmentationModel):
         unseen_ids = torch.tensor(unseen, dtype=torch.long, device=device)
         return torch.isin(full.to(device).long(), unseen_ids)[:, None].float()
 
-    def loss(self, batch: dict[str, Any], outputs: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Focal + dice on M_R (255 pixels are negatives for every class), trusty loss on M_A."""
+    def loss(self, batch: Batch, outputs: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Focal + dice on M_R (ignored pixels are negatives for every class), trusty loss on M_A."""
         cfg = self.config
-        logits, label = outputs["logits"], outputs["label"]
+        logits, label = outputs["logits"].float(), outputs["label"]
         classes = self._train_text.shape[0]
         class_ids = torch.arange(classes, device=label.device)  # seen positions or dataset ids
         targets = (label[:, None] == class_ids.view(1, -1, 1, 1)).float()  # [B, C, H, W]
@@ -368,66 +386,38 @@ class TagCLIP(SegmentationModel):
             total = total + cfg.trusty_weight * trusty
         return {"loss": total, **losses}
 
-    def config_dict(self) -> dict[str, Any]:
-        """The config; ``init_from`` is dropped (the weights are in the model folder)."""
-        return {**to_dict(self.config), "init_from": None}
+
+TINY = {
+    "clip": {
+        "embed_dim": 32, "image_size": 64, "vision_layers": 2, "vision_width": 64,
+        "vision_patch_size": 8, "vision_heads": 4, "text_width": 32, "text_layers": 1,
+        "text_heads": 2,
+    },
+    "pos_grid": 8, "num_prompts": 4, "head_heads": 2, "head_ffn": 64, "dropout": 0.0,
+    "short_side": 64, "window": 64, "stride": 48,
+}  # fmt: skip
 
 
-def warm_start(model: TagCLIP, source: str | Path) -> list[str]:
-    """Copy every same-named tensor of a model folder or training checkpoint ``source`` into
-    ``model`` (e.g. TagCLIP from ZegCLIP, transductive from inductive); tensors the model lacks
-    (τ when it is off) are skipped, a shape mismatch is an error.
-
-    Returns the names of the parameters left at their initial values (τ and the trusty learner
-    when starting TagCLIP from ZegCLIP). A training checkpoint's split is kept in
-    ``model.init_split``; transductive training checks it (model folders record no split).
-    """
-    from safetensors.torch import load_file
-
-    from vocaseg.engine.checkpoint import load_checkpoint
-    from vocaseg.models.registry import MODEL_WEIGHTS
-
-    source = Path(source)
-    if source.is_dir():
-        if not (source / MODEL_WEIGHTS).is_file():
-            raise CheckpointError(
-                f"init_from: {source} has no {MODEL_WEIGHTS}; pass a model folder"
-            )
-        state = load_file(str(source / MODEL_WEIGHTS))
-    else:
-        checkpoint = load_checkpoint(source, model.name or None)
-        state = checkpoint["model"]
-        model.init_split = checkpoint.get("split")
-    own = model.state_dict()
-    wrong = [
-        f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
-        for k, v in state.items()
-        if k in own and v.shape != own[k].shape
-    ]
-    if wrong:
-        raise CheckpointError(f"init_from {source}: shapes differ: {'; '.join(wrong[:5])}")
-    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
-    return sorted(set(own) - set(state))
+def _build(cfg: TagCLIPConfig, towers: Towers) -> TagCLIP:
+    return TagCLIP(cfg, towers)
 
 
-def _build(cfg: TagCLIPConfig, clip: nn.Module) -> TagCLIP:
-    model = TagCLIP(cfg, clip)
-    if cfg.init_from:
-        missing = warm_start(model, cfg.init_from)
-        if missing:
-            print(f"init_from {cfg.init_from}: left at initial values: {', '.join(missing)}")
-    return model
-
-
+_TOWERS = {"text": "inference", "visual": "inference"}
 register_model(
     "tagclip",
     TagCLIPConfig,
     "TagCLIP: zero-shot segmentation with a trusty token (frozen CLIP ViT + VPT + ATM head)",
+    towers=_TOWERS,
+    trained=True,
+    tiny=TINY,
 )(_build)
 register_model(
     "zegclip",
     TagCLIPConfig,
     "ZegCLIP: frozen CLIP ViT + deep VPT + relationship descriptor + ATM head",
+    towers=_TOWERS,
+    trained=True,
+    tiny=TINY,
     trusty_token=False,
     trusty_learner=False,
     mask_weight=100.0,

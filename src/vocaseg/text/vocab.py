@@ -16,12 +16,25 @@ from vocaseg.errors import VocabularyError
 
 @dataclass(frozen=True)
 class Vocabulary:
-    """K classes, each with one or more names; optionally which classes are "seen" in training."""
+    """K classes, each with one or more names; optionally which classes are "seen" in training and
+    which class is the background.
+
+    ``background`` is the index of the class that background protocols (``vocaseg.background``)
+    fill; when not given, a class whose first name is "background" is marked.
+    """
 
     classes: tuple[tuple[str, ...], ...]
     seen: tuple[int, ...] | None = None
+    background: int | None = None
 
     def __post_init__(self) -> None:
+        if self.background is None:
+            marked = [i for i, names in enumerate(self.classes) if names and _is_background(names)]
+            object.__setattr__(self, "background", marked[0] if marked else None)
+        elif not 0 <= self.background < len(self.classes):
+            raise VocabularyError(
+                f"background class {self.background} falls outside 0..{len(self.classes) - 1}"
+            )
         if not self.classes:
             raise VocabularyError("the vocabulary is empty; name at least one class")
         seen_names: dict[str, int] = {}
@@ -42,6 +55,24 @@ class Vocabulary:
             raise VocabularyError(
                 f"seen class ids {self.seen} fall outside 0..{len(self.classes) - 1}"
             )
+
+    def with_background(self, name: str = "background") -> Vocabulary:
+        """This vocabulary with a class ``name`` appended and marked as the background."""
+        return Vocabulary((*self.classes, (name,)), self.seen, background=len(self.classes))
+
+    def rename(self, index: int, names: Sequence[str]) -> Vocabulary:
+        """This vocabulary with class ``index`` named ``names`` (same indices, split and background)."""
+        classes = list(self.classes)
+        classes[index] = tuple(names)
+        return Vocabulary(tuple(classes), self.seen, self.background)
+
+    def without(self, index: int) -> Vocabulary:
+        """This vocabulary without class ``index`` (later classes move up by one; no split)."""
+        kept = self.classes[:index] + self.classes[index + 1 :]
+        background = self.background
+        if background is not None:
+            background = None if background == index else background - (background > index)
+        return Vocabulary(kept, background=background)
 
     @classmethod
     def from_names(
@@ -64,12 +95,15 @@ class Vocabulary:
 
     @classmethod
     def from_file(cls, path: str | Path) -> Vocabulary:
-        """One class per line (``;`` between synonyms); blank lines and ``#`` comments are skipped."""
+        """One class per line (``;`` between synonyms). Blank lines and lines whose first non-blank
+        character is ``#`` are skipped; a UTF-8 byte-order mark (Windows Notepad) is dropped."""
         path = Path(path)
+        if path.is_dir():
+            raise VocabularyError(f"classes file {path} is a folder; pass a text file")
         if not path.is_file():
             raise VocabularyError(f"classes file not found: {path} (check the path)")
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            lines = path.read_text(encoding="utf-8-sig").splitlines()
         except UnicodeDecodeError:
             raise VocabularyError(f"{path} is not UTF-8 text; save it as UTF-8") from None
         kept = [
@@ -96,3 +130,7 @@ class Vocabulary:
 
     def __len__(self) -> int:
         return len(self.classes)
+
+
+def _is_background(names: Sequence[str]) -> bool:
+    return names[0].strip().lower() == "background"

@@ -1,0 +1,207 @@
+"""Background protocols: how a vocabulary's background class is scored and how class scores become
+labels. Every method's ``finalize`` ends in one of these, so ``vocaseg segment`` and ``vocaseg eval``
+give the same image the same labels, and every result records which protocol ran (they are not
+comparable with each other; see docs/protocols.md).
+
+| id | scored vocabulary | rule on the class scores |
+|---|---|---|
+| ``bg:none`` | the classes | argmax (no background notion, e.g. VOC-20 with background ignored) |
+| ``bg:prompt`` | background class named by ``names`` (ODISE / FC-CLIP PAS-21) | argmax |
+| ``bg:threshold`` | background class scored (by ``names`` if given) | best score < ``prob_thd`` → background; classes with at most ``area_thd`` of the foreground area dropped (SCLIP) |
+| ``bg:groupvit`` | background not scored | best score < ``prob_thd`` → background (GroupViT, ZeroSeg) |
+| ``bg:catseg-20b`` | foreground classes + ``names`` as distractors | a distractor winning → background (CAT-Seg VOC-20b) |
+
+The background class is ``vocabulary.background`` (a class named "background" is marked by
+default). A protocol that needs one, given a vocabulary without it, appends a class "background"
+(:meth:`BackgroundProtocol.prepare`). Scores are probabilities or calibrated scores as each method's
+``finalize`` produces them, ``[B, K, H, W]``; the argmax of :meth:`BackgroundProtocol.apply` is
+the label map over the original vocabulary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from vocaseg.errors import ConfigError
+from vocaseg.scoring import drop_small_classes, set_background_where
+from vocaseg.text.vocab import Vocabulary
+
+BACKGROUND_NAME = "background"
+
+
+@dataclass(frozen=True)
+class BackgroundProtocol:
+    """``bg:none``: argmax over the classes as they are. Subclasses are the other protocols."""
+
+    id: ClassVar[str] = "bg:none"
+    prob_thd: float = 0.0
+    area_thd: float = 0.0
+    names: tuple[str, ...] = ()
+
+    def prepare(self, vocabulary: Vocabulary) -> Vocabulary:
+        """The vocabulary to label with: unchanged, or with a "background" class appended when
+        this protocol needs one and ``vocabulary`` has none."""
+        if self.id == "bg:none" or vocabulary.background is not None:
+            return vocabulary
+        return vocabulary.with_background(BACKGROUND_NAME)
+
+    def scored_vocabulary(self, vocabulary: Vocabulary) -> Vocabulary:
+        """The vocabulary the model encodes and scores for ``vocabulary``."""
+        return vocabulary
+
+    def apply(self, scores: Tensor, vocabulary: Vocabulary) -> Tensor:
+        """Class scores over :meth:`scored_vocabulary` [B, K', H, W] -> [B, K, H, W] over
+        ``vocabulary`` (argmax = label)."""
+        return scores
+
+    def record(self) -> dict[str, Any]:
+        """What to write next to results."""
+        return {
+            "id": self.id,
+            "prob_thd": self.prob_thd,
+            "area_thd": self.area_thd,
+            "names": list(self.names) or None,
+        }
+
+    def _background(self, vocabulary: Vocabulary) -> int:
+        if vocabulary.background is None:
+            raise ConfigError(
+                f"background protocol {self.id} needs a background class, and the vocabulary "
+                f"has none; add a class named {BACKGROUND_NAME!r} or use bg:none"
+            )
+        return vocabulary.background
+
+
+class PromptBackground(BackgroundProtocol):
+    """``bg:prompt``: the background class is scored like any other, named by ``names``."""
+
+    id = "bg:prompt"
+
+    def scored_vocabulary(self, vocabulary: Vocabulary) -> Vocabulary:
+        if not self.names:
+            return vocabulary
+        return vocabulary.rename(self._background(vocabulary), self.names)
+
+
+class ThresholdBackground(PromptBackground):
+    """``bg:threshold`` (SCLIP family): low-confidence pixels go to the scored background class."""
+
+    id = "bg:threshold"
+
+    def apply(self, scores: Tensor, vocabulary: Vocabulary) -> Tensor:
+        background = self._background(vocabulary)
+        if self.area_thd > 0:
+            scores = drop_small_classes(scores, self.area_thd, background)
+        if self.prob_thd > 0:
+            scores = set_background_where(scores, background, scores.amax(1) < self.prob_thd)
+        return scores
+
+
+class GroupViTBackground(BackgroundProtocol):
+    """``bg:groupvit``: the background is never scored; it takes pixels whose best score is below
+    ``prob_thd`` (GroupViT, Xu et al. CVPR 2022; ZeroSeg's thresholds)."""
+
+    id = "bg:groupvit"
+
+    def scored_vocabulary(self, vocabulary: Vocabulary) -> Vocabulary:
+        return vocabulary.without(self._background(vocabulary))
+
+    def apply(self, scores: Tensor, vocabulary: Vocabulary) -> Tensor:
+        background = self._background(vocabulary)
+        zeros = scores.new_zeros(scores.shape[0], 1, *scores.shape[2:])
+        full = torch.cat([scores[:, :background], zeros, scores[:, background:]], dim=1)
+        return set_background_where(full, background, scores.amax(1) < self.prob_thd)
+
+
+class CatSegBackground(BackgroundProtocol):
+    """``bg:catseg-20b`` (CAT-Seg, Cho et al. CVPR 2024): ``names`` are distractor classes
+    (the 39 PC-59 classes that are not VOC classes); a pixel won by one is background."""
+
+    id = "bg:catseg-20b"
+
+    def scored_vocabulary(self, vocabulary: Vocabulary) -> Vocabulary:
+        if not self.names:
+            raise ConfigError(
+                "bg:catseg-20b needs its distractor names: set background_names to a file or "
+                "class list with one name per line (e.g. voc20b.catseg_extra)"
+            )
+        kept = vocabulary.without(self._background(vocabulary))
+        return Vocabulary(kept.classes + tuple((name,) for name in self.names))
+
+    def apply(self, scores: Tensor, vocabulary: Vocabulary) -> Tensor:
+        background = self._background(vocabulary)
+        foreground = len(vocabulary) - 1
+        distractor = scores[:, foreground:].amax(dim=1, keepdim=True)  # [B, 1, H, W]
+        kept = scores[:, :foreground]
+        return torch.cat([kept[:, :background], distractor, kept[:, background:]], dim=1)
+
+
+PROTOCOLS: dict[str, type[BackgroundProtocol]] = {
+    cls.id: cls
+    for cls in (
+        BackgroundProtocol,
+        PromptBackground,
+        ThresholdBackground,
+        GroupViTBackground,
+        CatSegBackground,
+    )
+}
+
+
+def make_protocol(
+    background: str = "bg:none",
+    prob_thd: float = 0.0,
+    area_thd: float = 0.0,
+    names: Sequence[str] = (),
+) -> BackgroundProtocol:
+    """The protocol ``background`` with its settings. ``bg:none`` with a threshold set means
+    ``bg:threshold`` (a threshold always has somewhere to send pixels)."""
+    if background not in PROTOCOLS:
+        raise ConfigError(
+            f"unknown background protocol {background!r}; choose one of {', '.join(PROTOCOLS)}"
+        )
+    for key, value in (("prob_thd", prob_thd), ("area_thd", area_thd)):
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{key} must lie in [0, 1], got {value}")
+    if background == "bg:none" and (prob_thd > 0 or area_thd > 0):
+        background = "bg:threshold"
+    return PROTOCOLS[background](float(prob_thd), float(area_thd), tuple(names))
+
+
+def parse_background(text: str) -> dict[str, Any]:
+    """The command-line form ``bg:threshold,prob_thd=0.1,area_thd=0.1,names=FILE`` -> settings
+    (``background``, ``prob_thd``, ``area_thd``, ``background_names``) for a model config."""
+    name, *items = [part.strip() for part in text.split(",") if part.strip()] or ["bg:none"]
+    if name not in PROTOCOLS:
+        raise ConfigError(
+            f"unknown background protocol {name!r}; choose one of {', '.join(PROTOCOLS)}"
+        )
+    settings: dict[str, Any] = {"background": name}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in ("prob_thd", "area_thd", "names"):
+            raise ConfigError(
+                f"background option {item!r} must be prob_thd=X, area_thd=X or names=FILE"
+            )
+        if key == "names":
+            settings["background_names"] = value
+            continue
+        try:
+            settings[key] = float(value)
+        except ValueError:
+            raise ConfigError(f"background option {key}={value!r} must be a number") from None
+    return settings
+
+
+__all__ = [
+    "BACKGROUND_NAME",
+    "PROTOCOLS",
+    "BackgroundProtocol",
+    "make_protocol",
+    "parse_background",
+]
