@@ -42,15 +42,20 @@ def _image_files(folder: Path, recursive: bool) -> list[Path]:
     return [p for p in files if p.suffix in IMAGE_EXTENSIONS]
 
 
-def probe(root: Path, layout: Layout, split: str) -> bool:
-    """Whether ``layout`` has a non-empty image folder and label folder under ``root``."""
+def probe_parts(root: Path, layout: Layout, split: str) -> tuple[bool, bool]:
+    """(images found, labels found) for ``layout`` under ``root``: non-empty folders of each."""
     if "{video}" in layout.images:
         images = root / layout.fill(layout.images.split("{video}")[0], split)
         labels = root / layout.fill(layout.labels.split("{video}")[0], split)
-        return images.is_dir() and labels.is_dir() and any(images.iterdir())
+        return images.is_dir() and any(images.iterdir()), labels.is_dir()
     images = root / layout.fill(layout.images, split)
     labels = root / layout.fill(layout.labels, split)
-    return bool(_image_files(images, layout.recursive)) and bool(_label_files(labels, layout))
+    return bool(_image_files(images, layout.recursive)), bool(_label_files(labels, layout))
+
+
+def probe(root: Path, layout: Layout, split: str) -> bool:
+    """Whether ``layout`` has a non-empty image folder and label folder under ``root``."""
+    return all(probe_parts(root, layout, split))
 
 
 def _stem(name: str, suffix: str) -> str:
