@@ -115,26 +115,34 @@ def list_samples(root: Path, layout: Layout, split: str) -> list[Sample]:
     labels_dir = root / layout.fill(layout.labels, split)
     if not layout.split_files:
         return _pair(_index_images(images_dir, layout), _index_labels(labels_dir, layout))
-    entries = _read_lines(_split_file(root, layout, split))
+    split_file = _split_file(root, layout, split)
+    entries = _read_lines(split_file)
     samples: list[Sample] = []
-    missing: list[str] = []
+    no_image: list[str] = []
+    no_label: list[str] = []
     for entry in entries:
         if "{video}" in layout.images:
             frames = _video_frames(root, layout, split, entry)
             if not frames:
-                missing.append(str(root / layout.fill(layout.labels, split, entry)))
+                no_label.append(str(root / layout.fill(layout.labels, split, entry)))
             samples.extend(frames)
             continue
         image = _find_image(images_dir, f"{entry}{layout.image_suffix}")
         label = labels_dir / f"{entry}{layout.label_suffix}"
-        if image is None or not label.is_file():
-            missing.append(str(label if image is not None else images_dir / f"{entry}.jpg"))
-            continue
-        samples.append(Sample(image, label, entry))
-    if missing:
+        if image is None:
+            no_image.append(str(images_dir / f"{entry}{layout.image_suffix}.*"))
+        elif not label.is_file():
+            no_label.append(str(label))
+        else:
+            samples.append(Sample(image, label, entry))
+    if no_image or no_label:
+        what = [
+            f"{len(found)} {'has' if len(found) == 1 else 'have'} no {kind}, e.g. {found[0]}"
+            for kind, found in (("image", no_image), ("label file", no_label))
+            if found
+        ]
         raise DatasetError(
-            f"{len(missing)} of {len(entries)} entries of the {split!r} list have no image or "
-            f"label file, e.g. {missing[0]}; re-extract the dataset or convert it with "
-            "'vocaseg datasets prepare'"
+            f"of the {len(entries)} entries of {split_file}, {' and '.join(what)}; re-extract "
+            "the dataset or convert it with 'vocaseg datasets prepare'"
         )
     return samples
