@@ -138,7 +138,8 @@ def test_prepare_option_errors(tmp_path, capsys):
     folder = _stuffthingmaps(tmp_path, 1)
     err = _one_line_error(capsys, "datasets", "prepare", "coco_stuff", "--src", folder,
                           "--dst", tmp_path / "d", "--from", "mat")  # fmt: skip
-    assert "--from mat does not apply to coco_stuff" in err and "pc59, pc60" in err
+    assert "--from mat does not apply to coco_stuff" in err
+    assert "pc59 (json, mat), pc60 (json, mat), pc459 (mat)" in err
     with pytest.raises(DatasetError, match=r"source .*nope not found"):
         prepare("coco_stuff", tmp_path / "nope", tmp_path / "d")
 

@@ -71,11 +71,10 @@ def _pick(name: str, source: str | None) -> Callable[[Path, Path], Report]:
     runs = CONVERTERS[name].runs
     if source is None:
         return next(iter(runs.values()))
-    if source not in runs or len(runs) == 1:
-        takes = [n for n, c in CONVERTERS.items() if len(c.runs) > 1]
+    if source not in runs:
+        takes = [f"{n} ({', '.join(c.runs)})" for n, c in CONVERTERS.items() if "mat" in c.runs]
         raise DatasetError(
-            f"--from {source} does not apply to {name}; --from ({', '.join(_CONTEXT)}) "
-            f"applies to {', '.join(takes)}"
+            f"--from {source} does not apply to {name}; --from applies to {', '.join(takes)}"
         )
     return runs[source]
 
