@@ -5,8 +5,8 @@ The chain, tried in order for each character: files named in ``$VOCASEG_FONTS`` 
 fonts the system has (Noto CJK, WenQuanYi, Droid Sans Fallback, PingFang, Microsoft YaHei, Segoe
 UI Symbol, ...), then the shipped CJK subset (common Chinese, Japanese and Korean characters). A
 font "has" a character when its ``cmap`` table (OpenType spec, "cmap - Character to Glyph Index
-Mapping Table", formats 4, 6, 12 and 13) maps it to a glyph other than 0 (``.notdef``, the empty
-box). A character no font has is written as ``U+XXXX``, never drawn as a box. Licences of the
+Mapping Table", formats 4, 6, 12 and 13) maps it to a glyph other than 0 (``.notdef``: an empty
+box, or nothing). A character no font has is written as ``U+XXXX``, never drawn as ``.notdef``. Licences of the
 shipped fonts: ``vocaseg/assets/LICENSE-*.txt``.
 """
 
