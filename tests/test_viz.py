@@ -6,7 +6,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vocaseg.viz import boundary_mask, label_png, legend_entries, make_palette, overlay
+from vocaseg.viz import (
+    LEGEND_TEXT_WIDTH,
+    LegendRow,
+    boundary_mask,
+    fit_text,
+    label_png,
+    legend_entries,
+    legend_rows,
+    make_palette,
+    overlay,
+)
 
 
 def test_palette_has_847_distinct_colours_and_neighbours_far_apart():
@@ -60,3 +70,48 @@ def test_overlay_on_a_thin_image_grows_the_canvas_for_the_legend():
 def test_overlay_rejects_mismatched_sizes():
     with pytest.raises(ValueError, match="differ in size"):
         overlay(np.zeros((4, 4, 3), np.uint8), np.zeros((5, 4), int), ["a"])
+
+
+def test_legend_of_300_classes_keeps_the_image_height_and_says_how_many_more():
+    rng = np.random.default_rng(0)
+    label = rng.integers(0, 300, size=(96, 96))
+    names = [f"class {i}" for i in range(300)]
+    out = overlay(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8), label, names)
+    assert out.height == 96 and out.width > 96
+    rows = legend_rows(label, names, 96)
+    present = len(np.unique(label))
+    assert len(rows) == (96 - 2 * 8) // 20  # as many rows as fit
+    assert rows[-1] == LegendRow(None, f"\u2026 {present - len(rows) + 1} more")
+    by_area = [i for i, _, _ in legend_entries(label, names)]
+    assert [row.index for row in rows[:-1]] == by_area[: len(rows) - 1]  # largest areas first
+
+
+def test_legend_of_a_10000_class_vocabulary_and_of_one_class():
+    label = np.repeat(np.arange(0, 10000, 250), 3)[None, :].repeat(64, axis=0)  # 40 present
+    names = [f"c{i}" for i in range(10000)]
+    out = overlay(np.zeros((*label.shape, 3), np.uint8), label, names)
+    assert out.height == 64
+    assert [r.text for r in legend_rows(label, names, 64)] == ["c0  2.5%", "\u2026 39 more"]
+    one = legend_rows(np.zeros((64, 64), int), ["sky"], 64)
+    assert one == [LegendRow(0, "sky  100.0%")]
+
+
+def test_long_names_are_cut_with_an_ellipsis_and_keep_their_share():
+    runs = fit_text("word " * 200 + " 12.5%", LEGEND_TEXT_WIDTH, keep=len("  12.5%"))
+    text = "".join(string for string, _ in runs)
+    assert text.endswith("\u2026  12.5%") and text.startswith("word word")
+    assert sum(font.getlength(string) for string, font in runs) <= LEGEND_TEXT_WIDTH
+    label = np.zeros((40, 60), dtype=int)
+    out = overlay(np.zeros((40, 60, 3), np.uint8), label, ["word " * 200])
+    assert out.width <= 60 + 3 * 8 + 14 + LEGEND_TEXT_WIDTH + 1
+
+
+def test_legend_draws_non_latin_names():
+    label = np.zeros((80, 60), dtype=int)
+    label[:, 20:] = 1
+    label[:, 40:] = 2
+    out = np.asarray(overlay(np.zeros((80, 60, 3), np.uint8), label, ["собака", "猫", "🐱"]))
+    panel = out[:, 60 + 8 + 14 + 8 :]
+    for row in range(3):  # each line has dark text pixels
+        band = panel[8 + 20 * row : 8 + 20 * (row + 1)]
+        assert (band.min(axis=-1) < 128).sum() > 10

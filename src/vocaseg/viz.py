@@ -1,6 +1,10 @@
 """Visualisation of label maps: a palette for up to thousands of classes, a coloured overlay with
 class boundaries and an area-sorted legend, and palette PNGs that store the class index per pixel.
 
+The legend keeps the overlay at the image's height: the classes with the largest areas that fit,
+then "… N more"; names longer than 240 pixels are cut with "…". Text in any script is drawn with
+per-character font fallback (:mod:`vocaseg.fonts`), never as empty boxes.
+
 Pure PIL + numpy (no matplotlib). Used by ``vocaseg segment`` and available as ``vocaseg.viz``.
 """
 
@@ -8,14 +12,20 @@ from __future__ import annotations
 
 import colorsys
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from vocaseg.fonts import runs_width, text_runs
 
 _GOLDEN = 0.6180339887498949
 # Saturation/value levels cycled with coprime periods, so ids close in hue differ in shade.
 _SATURATIONS = (0.95, 0.55, 0.8)
 _VALUES = (0.95, 0.7, 0.55, 0.85)
+LEGEND_FONT_SIZE = 14
+LEGEND_ROW, LEGEND_SWATCH, LEGEND_MARGIN = 20, 14, 8  # pixels
+LEGEND_TEXT_WIDTH = 240  # pixels; longer names are cut with "…"
 
 
 def make_palette(num_classes: int) -> np.ndarray:
@@ -100,7 +110,7 @@ def overlay(
 
     ``alpha`` is the weight of the colour. ``boundaries`` draws white class borders. ``legend``
     appends a panel on the right listing the classes present, largest area first, with their share
-    of the image.
+    of the image, as many as fit the image's height (then "… N more").
     """
     rgb = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
     label = np.asarray(label)
@@ -116,35 +126,76 @@ def overlay(
     return _with_legend(result, label, class_names, colours)
 
 
-def _font(size: int) -> ImageFont.ImageFont:
-    try:
-        return ImageFont.load_default(size=size)  # Pillow >= 10.1: scalable built-in font
-    except TypeError:
-        return ImageFont.load_default()
-
-
 def _percent(fraction: float) -> str:
     return "<0.1%" if fraction < 0.0005 else f"{100 * fraction:.1f}%"
+
+
+@dataclass(frozen=True)
+class LegendRow:
+    """One legend line: a class (``index``, drawn with its colour swatch) or, with ``index`` None,
+    the "… N more" line that stands for the classes that did not fit."""
+
+    index: int | None
+    text: str
+
+
+def legend_rows(label: np.ndarray, class_names: Sequence[str], height: int) -> list[LegendRow]:
+    """The lines of a legend ``height`` pixels tall: classes present, largest area first, as many
+    as fit (at least one), then "… N more" for the rest."""
+    entries = legend_entries(label, class_names)
+    capacity = max(1, (height - 2 * LEGEND_MARGIN) // LEGEND_ROW)
+    shown = entries if len(entries) <= capacity else entries[: max(1, capacity - 1)]
+    rows = [LegendRow(index, f"{name}  {_percent(area)}") for index, name, area in shown]
+    if len(shown) < len(entries):
+        rows.append(LegendRow(None, f"\u2026 {len(entries) - len(shown)} more"))
+    return rows
+
+
+def fit_text(
+    text: str, max_width: float, keep: int = 0
+) -> list[tuple[str, ImageFont.FreeTypeFont]]:
+    """Font runs of ``text`` (see :func:`vocaseg.fonts.text_runs`) cut with "…" to ``max_width``
+    pixels; the last ``keep`` characters (e.g. the area share) always stay."""
+    runs = text_runs(text, LEGEND_FONT_SIZE)
+    if runs_width(runs) <= max_width:
+        return runs
+    head, tail = text[: len(text) - keep], text[len(text) - keep :]
+    low, high = 0, len(head)  # longest prefix of head that fits, by bisection
+    while low < high:
+        middle = (low + high + 1) // 2
+        if runs_width(text_runs(head[:middle] + "\u2026" + tail, LEGEND_FONT_SIZE)) <= max_width:
+            low = middle
+        else:
+            high = middle - 1
+    return text_runs(head[:low] + "\u2026" + tail, LEGEND_FONT_SIZE)
 
 
 def _with_legend(
     image: Image.Image, label: np.ndarray, class_names: Sequence[str], colours: np.ndarray
 ) -> Image.Image:
-    entries = legend_entries(label, class_names)
-    font = _font(14)
-    row, swatch, margin = 20, 14, 8
-    lines = [f"{name}  {_percent(area)}" for _, name, area in entries]
-    measure = ImageDraw.Draw(image)
-    text_width = max(int(measure.textlength(line, font=font)) for line in lines)
-    panel_w = margin * 3 + swatch + text_width
-    panel_h = margin * 2 + row * len(lines)
+    rows = legend_rows(label, class_names, image.height)
+    if not rows:
+        return image
+    lines = []
+    for row in rows:
+        keep = len(row.text) - row.text.rfind("  ") if row.index is not None else 0
+        lines.append(fit_text(row.text, LEGEND_TEXT_WIDTH, keep))
+    text_width = max(runs_width(runs) for runs in lines)
+    panel_w = LEGEND_MARGIN * 3 + LEGEND_SWATCH + int(np.ceil(text_width))
+    panel_h = LEGEND_MARGIN * 2 + LEGEND_ROW * len(rows)  # taller than the image only when tiny
     canvas = Image.new("RGB", (image.width + panel_w, max(image.height, panel_h)), "white")
     canvas.paste(image, (0, 0))
     draw = ImageDraw.Draw(canvas)
-    x0 = image.width + margin
-    for n, ((index, _, _), line) in enumerate(zip(entries, lines)):
-        y = margin + n * row
-        box = (x0, y + 2, x0 + swatch, y + 2 + swatch)
-        draw.rectangle(box, fill=tuple(int(c) for c in colours[index]), outline="black")
-        draw.text((x0 + swatch + margin, y), line, fill="black", font=font)
+    ascent, descent = text_runs("A", LEGEND_FONT_SIZE)[0][1].getmetrics()
+    x0 = image.width + LEGEND_MARGIN
+    for n, (row, runs) in enumerate(zip(rows, lines)):
+        y = LEGEND_MARGIN + n * LEGEND_ROW
+        if row.index is not None:
+            box = (x0, y + 3, x0 + LEGEND_SWATCH, y + 3 + LEGEND_SWATCH)
+            draw.rectangle(box, fill=tuple(int(c) for c in colours[row.index]), outline="black")
+        x = x0 + LEGEND_SWATCH + LEGEND_MARGIN
+        baseline = y + (LEGEND_ROW - ascent - descent) // 2 + ascent
+        for string, font in runs:  # each run in its own font, on one baseline
+            draw.text((x, baseline), string, fill="black", font=font, anchor="ls")
+            x += font.getlength(string)
     return canvas

@@ -8,6 +8,8 @@ pixels compare exactly.
 from __future__ import annotations
 
 import json
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -98,3 +100,15 @@ def write_video(
             save_label(root / labels.format(video=video) / f"{name}.png", mask)
     (root / split_file).parent.mkdir(parents=True, exist_ok=True)
     (root / split_file).write_text("".join(f"{v}\n" for v in videos))
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` RGB pixels and holds none (a bomb's header)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")

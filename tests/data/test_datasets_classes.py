@@ -118,3 +118,17 @@ def test_sha_and_unknown_list():
     assert class_list_sha256("voc21") != class_list_sha256("voc21.groupvit")
     with pytest.raises(DatasetError, match="no class list 'nope'; known lists: ade150"):
         load_class_list("nope")
+
+
+def test_bom_comments_and_blank_lines_in_list_files(tmp_path, monkeypatch):
+    from vocaseg.data import classlists
+
+    (tmp_path / "mine.txt").write_bytes("\ufeffcat\n\n  # a comment\nsofa; couch  \n".encode())
+    (tmp_path / "mine.ids").write_bytes("\ufeff3\n# ids\n7\n".encode())
+    monkeypatch.setattr(classlists, "_folder", lambda: tmp_path)
+    classlists._read.cache_clear()
+    try:
+        assert load_class_list("mine").classes == (("cat",), ("sofa", "couch"))
+        assert load_ids("mine.ids") == [3, 7]
+    finally:
+        classlists._read.cache_clear()

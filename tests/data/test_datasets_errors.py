@@ -36,11 +36,16 @@ def test_missing_split_file(tmp_path):
 
 
 def test_split_entry_without_files(tmp_path):
-    write_voc_mmseg(tmp_path, {"a": label([0])})
+    write_voc_mmseg(tmp_path, {"a": label([0]), "b": label([1])})
     split = tmp_path / "VOCdevkit/VOC2012/ImageSets/Segmentation/val.txt"
-    split.write_text("a\nghost\n")
-    with pytest.raises(DatasetError, match=r"1 of 2 entries .*ghost"):
+    split.write_text("a\nghost\nb\n")
+    (tmp_path / "VOCdevkit/VOC2012/SegmentationClass/b.png").unlink()
+    with pytest.raises(DatasetError) as caught:
         load_dataset("voc21", root=tmp_path)
+    message = str(caught.value)
+    assert f"of the 3 entries of {split}, 1 has no image, e.g. " in message
+    assert "JPEGImages/ghost.*" in message
+    assert "and 1 has no label file, e.g. " in message and "SegmentationClass/b.png" in message
 
 
 def test_out_of_range_value_names_file_and_value(tmp_path):

@@ -35,6 +35,7 @@ def test_coco_stuff_and_object_from_stuffthingmaps(tmp_path, as_zip):
         src = tmp_path / "stuff.zip"
     report = prepare("coco_stuff", src, dst)
     assert report.counts == {"val2017": 1} and not report.ok  # 1 of 5000, train missing
+    assert not (dst / ".extracted").exists()  # the unpacked archive is removed after the run
     assert report.missing and "train2017" in report.missing[0]
     out = dst / "coco_stuff164k/annotations/val2017"
     np.testing.assert_array_equal(
@@ -105,7 +106,7 @@ def _context_release(tmp_path):
 
 def test_pascal_context_59_and_459_from_mat(tmp_path):
     src, dst = _context_release(tmp_path), tmp_path / "root"
-    report = prepare("pc59", src, dst)
+    report = prepare("pc59", src, dst, source="mat")
     assert report.counts == {"train": 1, "val": 1} and report.expected["val"] == 5105
     voc = dst / "VOCdevkit/VOC2010"
     # 0 unlabeled -> 0, 2 aeroplane -> 1, 3 airconditioner (not in 59) -> 0, 458 wood -> 59
@@ -162,4 +163,54 @@ def test_prepare_errors(tmp_path):
     with pytest.raises(DatasetError, match=r"source .*missing\.zip not found"):
         prepare("coco_stuff", tmp_path / "missing.zip", tmp_path / "dst")
     with pytest.raises(DatasetError, match="no 'trainval' folder"):
-        prepare("pc59", tmp_path, tmp_path / "dst")
+        prepare("pc59", tmp_path, tmp_path / "dst", source="mat")
+
+
+CITYSCAPES_TRAIN_IDS = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10,
+                        24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}  # fmt: skip
+
+
+def test_cityscapes_label_ids_to_train_ids(tmp_path):
+    root = tmp_path / "data"
+    release = root / "cityscapes"
+    values = list(range(34))  # every official labelIds value
+    stems = {"val": "frankfurt_000000_000294", "train": "aachen_000000_000019"}
+    for split, stem in stems.items():
+        city = stem.split("_")[0]
+        save_label(release / f"gtFine/{split}/{city}/{stem}_gtFine_labelIds.png",
+                   label(values, height=34, width=4))  # fmt: skip
+        save_image(release / f"leftImg8bit/{split}/{city}/{stem}_leftImg8bit.png", rgb(34, 4))
+    save_label(release / "gtFine/val/frankfurt/frankfurt_000000_000294_gtFine_color.png",
+               label([0]))  # other gtFine files are left alone  # fmt: skip
+    with pytest.raises(
+        DatasetError,
+        match=r"no label files \(\*_gtFine_labelTrainIds\.png\)"
+        r".*vocaseg datasets prepare cityscapes --src .*cityscapes --dst",
+    ):
+        load_dataset("cityscapes", root=root)  # fmt: skip
+    report = prepare("cityscapes", release, root)
+    assert report.counts == {"train": 1, "val": 1} and report.missing == [
+        "gtFine/test (not in cityscapes)"
+    ]
+    expected = [CITYSCAPES_TRAIN_IDS.get(v, 255) for v in values]
+    written = read_label(release / f"gtFine/val/frankfurt/{stems['val']}_gtFine_labelTrainIds.png")
+    np.testing.assert_array_equal(written[:, 0], expected)
+    data = load_dataset("cityscapes", root=root)
+    assert len(data) == 1 and data.class_names[0] == "road"
+    np.testing.assert_array_equal(data[0]["label"][:, 3], expected)
+    assert len(load_dataset("cityscapes", root=root, split="train")) == 1
+
+
+def test_cityscapes_from_the_zip_writes_under_dst(tmp_path):
+    stem = "lindau_000001_000019"
+    member = f"gtFine/val/lindau/{stem}_gtFine_labelIds.png"
+    save_label(tmp_path / member, label([26, 0, 33]))
+    with zipfile.ZipFile(tmp_path / "gtFine_trainvaltest.zip", "w") as archive:
+        archive.write(tmp_path / member, member)
+        archive.writestr("license.txt", "terms")
+    dst = tmp_path / "out"
+    report = prepare("cityscapes", tmp_path / "gtFine_trainvaltest.zip", dst)
+    assert report.counts == {"val": 1}
+    out = read_label(dst / f"cityscapes/gtFine/val/lindau/{stem}_gtFine_labelTrainIds.png")
+    np.testing.assert_array_equal(out[:3, 0], [13, 255, 18])
+    assert not (dst / ".extracted").exists()

@@ -6,6 +6,10 @@ codebase (``pc459.labels``, ``voc20.san``, ``voc21.groupvit``, ``voc21.sclip``, 
 ``<id>.unseen`` the unseen trainIds of a ``zs-split`` split and ``<id>.ids`` integer id tables
 used by the readers and converters. A list id is the file name (``"pc459.labels"``); a bare id
 means ``<id>.txt``.
+
+File rules: UTF-8 text, a leading byte-order mark (as Windows Notepad writes) is ignored; each line
+is trimmed; blank lines and lines whose first non-blank character is ``#`` are skipped (a ``#``
+later in a line is part of the name); every other line is one entry.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ def _read(list_id: str) -> str:
         raise DatasetError(
             f"no class list {list_id!r}; known lists: {', '.join(available_lists())}"
         )
-    return path.read_text(encoding="utf-8")
+    return path.read_text(encoding="utf-8-sig")  # drops a BOM
 
 
 def _lines(list_id: str) -> list[str]:

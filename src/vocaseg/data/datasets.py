@@ -24,13 +24,22 @@ from vocaseg.data.classlists import class_list_sha256, load_class_list, load_ids
 from vocaseg.data.decoders import apply_lut, build_lut, decode_coco_panoptic, ignore_value
 from vocaseg.data.imageio import read_image, read_label
 from vocaseg.data.layouts import SPECS, TABLES, DatasetSpec, Layout
-from vocaseg.data.samples import Sample, list_samples, probe
+from vocaseg.data.samples import Sample, list_samples, probe_parts
 from vocaseg.errors import DatasetError
 from vocaseg.text.vocab import Vocabulary
 
 ROOT_VARIABLES = ("VOCASEG_DATASETS", "DETECTRON2_DATASETS")
 DEFAULT_ROOTS = ("data", "datasets")  # MMSeg's and detectron2's defaults, relative to the cwd
-CONVERTIBLE = ("coco_stuff", "coco_object", "ade847", "pc59", "pc60", "pc459", "voc_aug")
+CONVERTIBLE = (
+    "coco_stuff",
+    "coco_object",
+    "ade847",
+    "pc59",
+    "pc60",
+    "pc459",
+    "voc_aug",
+    "cityscapes",
+)
 
 
 def list_datasets() -> list[str]:
@@ -54,21 +63,51 @@ def find_layout(
     if not layouts:
         known = sorted({c.id for c in spec.layouts})
         raise DatasetError(f"{spec.id} has no layout {layout!r}; known layouts: {', '.join(known)}")
-    looked = []
+    looked: list[str] = []
+    halves: list[tuple[Path, Layout, bool]] = []  # layouts with only images (True) or only labels
     for base in candidate_roots(root):
         for candidate in layouts:
-            if probe(base, candidate, split):
+            has_images, has_labels = probe_parts(base, candidate, split)
+            if has_images and has_labels:
                 return base, candidate
+            if has_images or has_labels:
+                halves.append((base, candidate, has_images))
             looked.append(str(base / candidate.fill(candidate.labels, split)))
-    fix = (
-        f"or build it with 'vocaseg datasets prepare {spec.id} --src ... --dst DIR'"
-        if spec.id in CONVERTIBLE
-        else "or download and extract the official release there"
-    )
+    if halves:
+        raise DatasetError(_half_found(spec, split, *halves[0]))
     raise DatasetError(
-        f"dataset {spec.id!r} (split {split!r}) not found; looked for labels in "
-        f"{', '.join(dict.fromkeys(looked))}. Pass the folder holding it with --data-root (root=) "
-        f"or $VOCASEG_DATASETS, {fix}"
+        f"dataset {spec.id!r} (split {split!r}) not found: no images and no labels; looked for "
+        f"labels in {', '.join(dict.fromkeys(looked))}. Pass the folder holding it with "
+        f"--data-root (root=) or $VOCASEG_DATASETS, {_build_hint(spec.id)}"
+    )
+
+
+def _build_hint(dataset: str, base: Path | str = "DIR") -> str:
+    if dataset == "cityscapes":
+        return (
+            f"or extract gtFine_trainvaltest.zip and leftImg8bit_trainvaltest.zip into "
+            f"{base}/cityscapes and build the trainIds with 'vocaseg datasets prepare cityscapes "
+            f"--src {base}/cityscapes --dst {base}'"
+        )
+    if dataset in CONVERTIBLE:
+        return f"or build it with 'vocaseg datasets prepare {dataset} --src ... --dst {base}'"
+    return "or download and extract the official release there"
+
+
+def _half_found(spec: DatasetSpec, split: str, base: Path, layout: Layout, has_images: bool) -> str:
+    """What is missing when a layout has only its images or only its labels."""
+    images = base / layout.fill(layout.images.split("{video}")[0], split)
+    labels = base / layout.fill(layout.labels.split("{video}")[0], split)
+    head = f"dataset {spec.id!r} (split {split!r}, layout {layout.id!r}): "
+    if not has_images:
+        return (
+            f"{head}labels found in {labels} but no images in {images}; put the {split} images "
+            "of the official release there (copy or link them)"
+        )
+    files = f"*{layout.label_suffix}"
+    return (
+        f"{head}images found in {images} but no label files ({files}) in {labels}; "
+        f"{_build_hint(spec.id, base).removeprefix('or ')}"
     )
 
 

@@ -4,26 +4,84 @@ Images come back as uint8 ``[H, W, 3]`` RGB after EXIF orientation; grayscale, R
 images are converted. Labels come back at their native depth and meaning: palette PNGs (VOC) as
 their indices, never as colours; 16-bit PNG and TIFF as uint16; RGB PNGs (panoptic) as
 ``[H, W, 3]`` uint8.
+
+Very large images are refused before their pixels are decoded (a guard against decompression
+bombs: a small file that claims, say, 20000x20000 pixels). The limit defaults to PIL's hard limit
+(``2 * PIL.Image.MAX_IMAGE_PIXELS``, 178,956,970 pixels) and is changed for the whole process with
+:func:`set_max_pixels` (the ``--max-pixels`` option).
 """
 
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from vocaseg.errors import DatasetError
+from vocaseg.errors import ConfigError, DatasetError
 from vocaseg.io import atomic_path
+
+_UNSET = object()
+_max_pixels: int | object | None = _UNSET  # PIL's own limit until set_max_pixels runs
+
+
+def set_max_pixels(pixels: int | None) -> None:
+    """Largest image (width x height) the readers open; ``None`` removes the limit.
+
+    Process-wide: PIL offers only a global limit, so this also sets ``PIL.Image.MAX_IMAGE_PIXELS``
+    (PIL warns past it and refuses past twice it; the readers here refuse past ``pixels``).
+    """
+    global _max_pixels
+    if pixels is not None and (isinstance(pixels, bool) or int(pixels) != pixels or pixels < 1):
+        raise ConfigError(
+            f"the pixel limit (--max-pixels) must be a positive whole number, got {pixels!r}"
+        )
+    _max_pixels = None if pixels is None else int(pixels)
+    Image.MAX_IMAGE_PIXELS = _max_pixels
+
+
+def get_max_pixels() -> int | None:
+    """The pixel limit in force: :func:`set_max_pixels`'s value, else PIL's hard limit."""
+    if _max_pixels is not _UNSET:
+        return _max_pixels  # type: ignore[return-value]
+    return None if Image.MAX_IMAGE_PIXELS is None else 2 * Image.MAX_IMAGE_PIXELS
+
+
+def too_large_message(path: str | os.PathLike, pixels: int | None, limit: int) -> str:
+    """One line naming the file, its pixel count, the limit and the fix (``--max-pixels N``)."""
+    size = f"{pixels:,} pixels" if pixels else "more pixels than that"
+    return (
+        f"{path} has {size}, more than the limit of {limit:,} (a guard against decompression "
+        f"bombs); if you trust the file, allow it with --max-pixels {pixels or 2 * limit} "
+        "(vocaseg.data.imageio.set_max_pixels in Python)"
+    )
 
 
 def _open(path: str | os.PathLike, what: str) -> Image.Image:
+    limit = get_max_pixels()
     try:
-        image = Image.open(path)
+        with warnings.catch_warnings():  # PIL warns below its hard limit; the check below decides
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+        pixels = image.width * image.height
+        if limit is not None and pixels > limit:
+            image.close()
+            raise DatasetError(too_large_message(path, pixels, limit))
         image.load()
     except FileNotFoundError:
         raise DatasetError(f"{what} not found: {path}") from None
+    except (
+        Image.DecompressionBombError
+    ) as err:  # past PIL's own limit: only its message has the size
+        found = re.search(r"\((\d+) pixels\)", str(err))
+        pil_limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+        pixels = int(found.group(1)) if found else None
+        raise DatasetError(too_large_message(path, pixels, limit or pil_limit)) from None
+    except IsADirectoryError:
+        raise DatasetError(f"{what} {path} is a folder, not an image file") from None
     except (UnidentifiedImageError, OSError) as err:
         raise DatasetError(
             f"cannot read {what} {path}: {err}; re-download or re-convert it"

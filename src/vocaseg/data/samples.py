@@ -41,15 +41,20 @@ def _image_files(folder: Path, recursive: bool) -> list[Path]:
     return [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
 
 
-def probe(root: Path, layout: Layout, split: str) -> bool:
-    """Whether ``layout`` has a non-empty image folder and label folder under ``root``."""
+def probe_parts(root: Path, layout: Layout, split: str) -> tuple[bool, bool]:
+    """(images found, labels found) for ``layout`` under ``root``: non-empty folders of each."""
     if "{video}" in layout.images:
         images = root / layout.fill(layout.images.split("{video}")[0], split)
         labels = root / layout.fill(layout.labels.split("{video}")[0], split)
-        return images.is_dir() and labels.is_dir() and any(images.iterdir())
+        return images.is_dir() and any(images.iterdir()), labels.is_dir()
     images = root / layout.fill(layout.images, split)
     labels = root / layout.fill(layout.labels, split)
-    return bool(_image_files(images, layout.recursive)) and bool(_label_files(labels, layout))
+    return bool(_image_files(images, layout.recursive)), bool(_label_files(labels, layout))
+
+
+def probe(root: Path, layout: Layout, split: str) -> bool:
+    """Whether ``layout`` has a non-empty image folder and label folder under ``root``."""
+    return all(probe_parts(root, layout, split))
 
 
 def _stem(name: str, suffix: str) -> str:
@@ -110,26 +115,34 @@ def list_samples(root: Path, layout: Layout, split: str) -> list[Sample]:
     labels_dir = root / layout.fill(layout.labels, split)
     if not layout.split_files:
         return _pair(_index_images(images_dir, layout), _index_labels(labels_dir, layout))
-    entries = _read_lines(_split_file(root, layout, split))
+    split_file = _split_file(root, layout, split)
+    entries = _read_lines(split_file)
     samples: list[Sample] = []
-    missing: list[str] = []
+    no_image: list[str] = []
+    no_label: list[str] = []
     for entry in entries:
         if "{video}" in layout.images:
             frames = _video_frames(root, layout, split, entry)
             if not frames:
-                missing.append(str(root / layout.fill(layout.labels, split, entry)))
+                no_label.append(str(root / layout.fill(layout.labels, split, entry)))
             samples.extend(frames)
             continue
         image = _find_image(images_dir, f"{entry}{layout.image_suffix}")
         label = labels_dir / f"{entry}{layout.label_suffix}"
-        if image is None or not label.is_file():
-            missing.append(str(label if image is not None else images_dir / f"{entry}.jpg"))
-            continue
-        samples.append(Sample(image, label, entry))
-    if missing:
+        if image is None:
+            no_image.append(str(images_dir / f"{entry}{layout.image_suffix}.*"))
+        elif not label.is_file():
+            no_label.append(str(label))
+        else:
+            samples.append(Sample(image, label, entry))
+    if no_image or no_label:
+        what = [
+            f"{len(found)} {'has' if len(found) == 1 else 'have'} no {kind}, e.g. {found[0]}"
+            for kind, found in (("image", no_image), ("label file", no_label))
+            if found
+        ]
         raise DatasetError(
-            f"{len(missing)} of {len(entries)} entries of the {split!r} list have no image or "
-            f"label file, e.g. {missing[0]}; re-extract the dataset or convert it with "
-            "'vocaseg datasets prepare'"
+            f"of the {len(entries)} entries of {split_file}, {' and '.join(what)}; re-extract "
+            "the dataset or convert it with 'vocaseg datasets prepare'"
         )
     return samples

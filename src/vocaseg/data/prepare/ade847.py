@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from vocaseg.data.classlists import load_ids
 from vocaseg.data.imageio import read_image, read_label, write_image, write_label
-from vocaseg.data.prepare.common import Report, find_folder, source_dir
+from vocaseg.data.prepare.common import Report, find_folder
 from vocaseg.errors import DatasetError
 
 SPLITS = {"val": ("validation", 2000), "train": ("training", 25574)}
@@ -74,9 +74,8 @@ def resize_bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def convert_ade847(src: str | Path, dst: str | Path) -> Report:
-    dst = Path(dst)
-    images_root = find_folder(source_dir(src, dst), "images", "expected ADE20K_2021_17_01/images")
+def convert_ade847(root: Path, dst: Path) -> Report:
+    images_root = find_folder(root, "images", "expected ADE20K_2021_17_01/images")
     out_root = dst / "ADE20K_2021_17_01"
     lut = ade847_lut()
     report = Report("ade847", dst)

@@ -18,16 +18,14 @@ from tqdm import tqdm
 from vocaseg.data.decoders import UNKNOWN
 from vocaseg.data.imageio import read_label, write_label
 from vocaseg.data.layouts import TABLES
-from vocaseg.data.prepare.common import Report, find_folder, source_dir
+from vocaseg.data.prepare.common import Report, find_folder
 from vocaseg.errors import DatasetError
 
 SPLITS = {"val2017": 5000, "train2017": 118287}
 
 
-def convert_coco(src: str | Path, dst: str | Path, objects: bool = True) -> Report:
+def convert_coco(root: Path, dst: Path, objects: bool = True) -> Report:
     """Write ``*_labelTrainIds.png`` (and ``*_instanceTrainIds.png`` when ``objects``)."""
-    dst = Path(dst)
-    root = source_dir(src, dst)
     stuff = np.asarray(TABLES["coco_stuff_raw"](), dtype=np.int64)
     things = np.asarray(TABLES["coco_object_raw"](), dtype=np.int64)
     report = Report("coco_stuff" + (" + coco_object" if objects else ""), dst)
@@ -35,7 +33,7 @@ def convert_coco(src: str | Path, dst: str | Path, objects: bool = True) -> Repo
         try:
             folder = find_folder(root, split, "expected the stuffthingmaps train2017/val2017")
         except DatasetError:
-            report.missing.append(f"{root}/{split}")
+            report.missing.append(f"{split} (not in {root.name})")
             continue
         raw = sorted(p for p in folder.glob("*.png") if not p.stem.endswith("TrainIds"))
         out = dst / "coco_stuff164k/annotations" / split

@@ -1,17 +1,24 @@
-"""Shared pieces of the dataset converters: source folders or archives, reports, count checks.
+"""Shared pieces of the dataset converters: destination checks, archives, reports, write errors.
 
-A converter reads an official release (a folder, or a ``.zip`` / ``.tar[.gz]`` archive that is
-extracted once under ``DST/.extracted/``) and writes files a reader layout accepts, each one
-atomically. It returns a :class:`Report`: what was written, the counts against the benchmark's
-known numbers and what is missing.
+A converter reads an official release (a folder, or a ``.zip`` / ``.tar`` / ``.tar.gz`` / ``.tgz``
+archive that :func:`extract` unpacks under ``DST/.extracted/`` for the length of the run) and writes files a reader layout accepts, each one atomically. It returns a
+:class:`Report`: what was written, the counts against the benchmark's known numbers and what is
+missing. Every failure a user can cause (unwritable or full destination, damaged archive) is a
+one-line :class:`~vocaseg.errors.DatasetError`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import gzip
+import lzma
+import os
 import shutil
 import tarfile
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +26,11 @@ from vocaseg.errors import DatasetError
 from vocaseg.io import atomic_open
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
+EXTRACTED = ".extracted"  # folder under DST holding archives unpacked during a run
+_DAMAGED = (zipfile.BadZipFile, tarfile.ReadError, EOFError, zlib.error, gzip.BadGzipFile,
+            lzma.LZMAError)  # fmt: skip
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+_DENIED = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 @dataclass
@@ -53,33 +65,85 @@ class Report:
         return out
 
 
-def source_dir(src: str | Path, dst: Path) -> Path:
-    """``src`` itself when a folder, else the archive extracted (once) under ``dst/.extracted``."""
-    src = Path(src).expanduser()
-    if src.is_dir():
-        return src
-    if not src.is_file():
-        raise DatasetError(f"source {src} not found; pass the downloaded archive or its folder")
-    name = src.name
-    if not name.endswith(ARCHIVE_SUFFIXES):
-        raise DatasetError(f"{src} is neither a folder nor a .zip/.tar/.tar.gz archive")
-    target = dst / ".extracted" / name.split(".")[0]
+def is_archive(path: Path) -> bool:
+    return path.is_file() and path.name.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def write_error(err: OSError, where: Path) -> DatasetError | None:
+    """The one-line error for a failed write (disk full, no permission), else None."""
+    target = err.filename or where
+    if err.errno in _FULL:
+        return DatasetError(
+            f"disk full while writing {target} ({err.strerror}); free space on that disk or "
+            "pass a --dst on another one, then run again (files already written are complete)"
+        )
+    if err.errno in _DENIED:
+        return DatasetError(
+            f"cannot write {target} ({err.strerror}); pass a --dst you can write to"
+        )
+    return None
+
+
+def check_writable(dst: Path) -> None:
+    """Create ``dst`` and write a probe file there, or say in one line why it cannot be used."""
+    if dst.exists() and not dst.is_dir():
+        raise DatasetError(f"--dst {dst} is a file; pass a folder to write the dataset into")
+    try:
+        dst.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".vocaseg-write-test-", dir=dst)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as err:
+        raise DatasetError(
+            f"cannot write to --dst {dst} ({err.strerror or err}); pass a folder you can write to"
+        ) from None
+
+
+def _unpack(src: Path, into: Path) -> None:
+    if src.name.lower().endswith(".zip"):
+        with zipfile.ZipFile(src) as archive:
+            archive.extractall(into)
+    else:
+        with tarfile.open(src) as archive:
+            archive.extractall(into, filter="data")
+
+
+def extract(src: Path, dst: Path) -> Path:
+    """Unpack archive ``src`` into ``dst/.extracted/<name>`` (reused when already there)."""
+    target = dst / EXTRACTED / src.name.split(".")[0]
     if target.is_dir():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=target.parent))
+    partial = Path(tempfile.mkdtemp(prefix=".partial-", dir=target.parent))
     try:
-        if name.endswith(".zip"):
-            with zipfile.ZipFile(src) as archive:
-                archive.extractall(tmp)
-        else:
-            with tarfile.open(src) as archive:
-                archive.extractall(tmp, filter="data")
-        tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        _unpack(src, partial)
+        partial.rename(target)
+    except tarfile.FilterError as err:
+        raise DatasetError(
+            f"{src} holds a member that would land outside its folder ({err}); "
+            "use the official archive"
+        ) from None
+    except _DAMAGED as err:
+        reason = str(err).splitlines()[0].rstrip(":") or type(err).__name__
+        state = "empty" if src.stat().st_size == 0 else "truncated or damaged"
+        raise DatasetError(f"{src} is {state} ({reason}); download it again") from None
+    except OSError as err:
+        raise (write_error(err, target) or err) from None
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+        if not any(target.parent.iterdir()):
+            target.parent.rmdir()
     return target
+
+
+def remove_extracted(target: Path) -> bool:
+    """Delete an extracted copy (and ``.extracted`` when empty); False if it could not be."""
+    shutil.rmtree(target, ignore_errors=True)
+    if target.exists():
+        return False
+    with contextlib.suppress(OSError):
+        target.parent.rmdir()  # only when nothing else is in it
+    return True
 
 
 def find_folder(root: Path, name: str, what: str) -> Path:

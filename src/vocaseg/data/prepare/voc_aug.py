@@ -18,7 +18,7 @@ import scipy.io
 from tqdm import tqdm
 
 from vocaseg.data.imageio import read_label, write_label
-from vocaseg.data.prepare.common import Report, find_folder, source_dir, write_lines
+from vocaseg.data.prepare.common import Report, find_folder, write_lines
 from vocaseg.errors import DatasetError
 
 TRAINAUG, AUG = 10582, 9118
@@ -36,9 +36,8 @@ def sbd_mask(path: Path) -> np.ndarray:
     return np.asarray(mat["GTcls"].Segmentation, dtype=np.uint8)
 
 
-def convert_voc_aug(src: str | Path, dst: str | Path) -> Report:
-    dst = Path(dst)
-    sbd = find_folder(source_dir(src, dst), "cls", "expected SBD's dataset/cls/*.mat").parent
+def convert_voc_aug(root: Path, dst: Path) -> Report:
+    sbd = find_folder(root, "cls", "expected SBD's dataset/cls/*.mat").parent
     voc = dst / "VOCdevkit/VOC2012"
     splits = voc / "ImageSets/Segmentation"
     voc_train, voc_val = _read_ids(splits / "train.txt"), _read_ids(splits / "val.txt")
