@@ -8,8 +8,10 @@ file each number comes from is named next to it).
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -247,3 +249,11 @@ def test_zeroseg_rows():
     voc = resolve("zeroseg", "voc21")
     assert (voc["short_side"], voc["window"], voc["stride"]) == (448, 448, 224)
     assert voc["class_list"] == "voc21.groupvit" and voc["background"] == "bg:groupvit"
+
+
+def test_the_docs_page_lists_every_row():
+    page = (Path(__file__).resolve().parents[2] / "docs" / "protocols.md").read_text()
+    rows_part = page.split("\n## Rows\n", 1)[1].split("\n## ", 1)[0]
+    sections = rows_part.split("\n### `")[1:]
+    listed = {s.split("`", 1)[0]: re.findall(r"^\| `([^`]+)` \|", s, re.M) for s in sections}
+    assert listed == {m: _rows(m) for m in METHODS}

@@ -10,6 +10,7 @@ from collections import defaultdict
 from importlib import resources
 
 from vocaseg.data.classlists import load_class_list
+from vocaseg.inference.background import BackgroundProtocol
 
 
 def _lines(list_id: str) -> list[str]:
@@ -132,3 +133,19 @@ def test_ade847_shared_synonyms():
     assert len(shared) == 41
     assert shared["screen"] == [51, 57, 147, 153] and shared["bag"] == [114, 191, 252]
     assert shared["pot"] == [58, 130, 188] and shared["dog"] == [259, 796]
+
+
+def _path(list_id: str) -> str:
+    return str(resources.files("vocaseg.data") / "classes" / list_id)
+
+
+def test_background_lists_feed_the_background_protocols():
+    # bg:threshold,names=FILE reads one synonym per line: class 0 becomes the 26 stuff words
+    threshold = BackgroundProtocol("bg:threshold", {"names": _path("sclip.background")})
+    vocabulary = threshold.vocabulary(load_class_list("voc21"))
+    assert vocabulary.classes == load_class_list("voc21.sclip").classes[:1] + vocabulary.classes[1:]
+    assert len(vocabulary.classes[0]) == 26 and vocabulary.class_names[1:] == _names("voc20")
+    # bg:catseg-20b,extra=FILE: the 20 VOC classes then CAT-Seg's 39 distractors, as voc20b.json
+    catseg = BackgroundProtocol("bg:catseg-20b", {"extra": _path("voc20b.catseg_extra")})
+    names = catseg.vocabulary(load_class_list("voc20b")).class_names
+    assert len(names) == 59 and names[:20] == _names("voc20") and names[20] == "bag"
