@@ -10,7 +10,10 @@ from vocaseg.text.templates import TEMPLATE_SETS, get_templates
 
 def test_set_sizes_and_every_template_has_one_slot():
     sizes = {name: len(templates) for name, templates in TEMPLATE_SETS.items()}
-    assert sizes == {"single": 1, "voc_single": 1, "coco15": 15, "imagenet80": 80, "maskclip85": 85}
+    assert sizes == {
+        "single": 1, "voc_single": 1, "coco15": 15, "imagenet80": 80, "maskclip85": 85,
+        "identity": 1,
+    }  # fmt: skip
     for templates in TEMPLATE_SETS.values():
         assert len(set(templates)) == len(templates)
         assert all(t.count("{}") == 1 for t in templates)
@@ -19,6 +22,7 @@ def test_set_sizes_and_every_template_has_one_slot():
 def test_contents_follow_the_specs():
     assert get_templates("single") == ("a photo of a {}.",)
     assert get_templates("voc_single") == ("a photo of a {}",)  # TagCLIP VOC: no period
+    assert get_templates("identity") == ("{}",)  # GKC: the name alone
     imagenet = get_templates("imagenet80")
     assert imagenet[:3] == ("a bad photo of a {}.", "a photo of many {}.", "a sculpture of a {}.")
     assert imagenet[39] == "a photo of a {}." and imagenet[-1] == "a tattoo of the {}."

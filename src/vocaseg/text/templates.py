@@ -2,7 +2,8 @@
 
 Sources: specs/maskclip.md §5 (``single``, ``imagenet80``, ``maskclip85``) and specs/tagclip.md §2.2
 (``voc_single``, ``coco15``). ``imagenet80`` is OpenAI's ImageNet prompt-engineering list in its
-standard order; ``maskclip85`` appends MaskCLIP's five scene templates to it.
+standard order; ``maskclip85`` appends MaskCLIP's five scene templates to it. ``identity`` feeds
+the class name alone (GKC encodes names verbatim; GroupViT's ``identity`` template set).
 
 Public: ``TEMPLATE_SETS`` (name -> tuple of templates), ``get_templates(name_or_list)``.
 """
@@ -128,6 +129,7 @@ TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
     "coco15": COCO15,
     "imagenet80": IMAGENET80,
     "maskclip85": IMAGENET80 + MASKCLIP_SCENE,
+    "identity": ("{}",),
 }
 
 
