@@ -53,10 +53,16 @@ def test_uncertain_points_keep_the_most_uncertain_candidates():
     assert points.shape == (2, 8, 2)
     candidates = uniform_points(2, 24, logits.device, torch.Generator().manual_seed(5))
     for n in range(2):
-        certainty = torch.tensor([abs(bilinear(logits[n, 0], x, y)) for x, y in candidates[n].tolist()])
+        certainty = torch.tensor(
+            [abs(bilinear(logits[n, 0], x, y)) for x, y in candidates[n].tolist()]
+        )
         chosen = points[n, :6]  # 0.75 · 8 uncertain points, then 2 uniform ones
-        chosen_certainty = torch.tensor([abs(bilinear(logits[n, 0], x, y)) for x, y in chosen.tolist()])
-        assert torch.allclose(chosen_certainty.sort().values, certainty.sort().values[:6], atol=1e-5)
+        chosen_certainty = torch.tensor(
+            [abs(bilinear(logits[n, 0], x, y)) for x, y in chosen.tolist()]
+        )
+        assert torch.allclose(
+            chosen_certainty.sort().values, certainty.sort().values[:6], atol=1e-5
+        )
 
 
 def test_default_point_budget():

@@ -46,7 +46,9 @@ def test_released_form_by_hand():
     terms = []
     for s, r, t in zip(student, teacher, text):
         n = len(s)
-        terms += [(1.3**2 * dot(t[a], t[c]) - dot(s[a], r[c])) ** 2 for a in range(n) for c in range(n)]
+        terms += [
+            (1.3**2 * dot(t[a], t[c]) - dot(s[a], r[c])) ** 2 for a in range(n) for c in range(n)
+        ]
         terms += [float(((s[a] - r[a]) ** 2).sum()) for a in range(n)]
     assert len(terms) == 9 + 4 + 5
     loss = tgkd_loss([3 * s for s in student], teacher, text, tau)  # rows get normalised
@@ -97,7 +99,9 @@ def test_empty_images_and_errors():
     student, teacher, text = batch()
     assert float(tgkd_loss(empty, empty, empty, torch.tensor(1.0))) == 0.0
     with_empty = tgkd_loss(student + empty, teacher + empty, text + empty, torch.tensor(1.0))
-    assert math.isclose(float(with_empty), float(tgkd_loss(student, teacher, text, torch.tensor(1.0))))
+    assert math.isclose(
+        float(with_empty), float(tgkd_loss(student, teacher, text, torch.tensor(1.0)))
+    )
     with pytest.raises(ValueError, match="kd_form"):
         tgkd_loss(student, teacher, text, torch.tensor(1.0), kd_form="other")
     with pytest.raises(ValueError, match="rows"):

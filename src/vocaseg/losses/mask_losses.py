@@ -92,7 +92,9 @@ def mask_losses(
     """
     pred = pred_masks.float()[:, None]  # [N, 1, h, w]
     target = target_masks.float()[:, None]  # [N, 1, H, W]
-    coords = uncertain_points(pred, num_points, oversample_ratio, importance_sample_ratio, generator)
+    coords = uncertain_points(
+        pred, num_points, oversample_ratio, importance_sample_ratio, generator
+    )
     with torch.no_grad():
         labels = point_sample(target, coords)[:, 0]  # [N, P]
     logits = point_sample(pred, coords)[:, 0]  # [N, P]

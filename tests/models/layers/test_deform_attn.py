@@ -30,7 +30,7 @@ def bilinear(image: torch.Tensor, x: float, y: float) -> torch.Tensor:
 
 def naive_ms_deform_attn(value, shapes, locations, weights):
     batch, _, heads, dim = value.shape
-    _, queries, _, levels, points, _ = locations.shape
+    _, queries, _, _, points, _ = locations.shape
     starts = [0]
     for h, w in shapes.tolist():
         starts.append(starts[-1] + h * w)

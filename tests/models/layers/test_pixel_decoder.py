@@ -19,7 +19,9 @@ def tiny_decoder() -> PixelDecoder:
 def features(size: int = 64, batch: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     return {
-        f"res{level}": torch.randn(batch, c, size // 2**level, size // 2**level, generator=generator)
+        f"res{level}": torch.randn(
+            batch, c, size // 2**level, size // 2**level, generator=generator
+        )
         for level, c in zip(range(2, 6), CHANNELS)
     }
 

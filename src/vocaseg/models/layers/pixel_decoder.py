@@ -141,7 +141,9 @@ class PixelDecoder(nn.Module):
         for proj in self.input_proj:
             nn.init.xavier_uniform_(proj[0].weight)
             nn.init.zeros_(proj[0].bias)
-        self.transformer = DeformableEncoder(dim, depth, ffn_dim, len(ENCODER_LEVELS), heads, points)
+        self.transformer = DeformableEncoder(
+            dim, depth, ffn_dim, len(ENCODER_LEVELS), heads, points
+        )
         self.adapter_1 = ConvNorm(in_channels[0], dim, 1, groups, relu=False)
         self.layer_1 = ConvNorm(dim, dim, 3, groups, relu=True)
         self.mask_features = nn.Conv2d(dim, mask_dim, kernel_size=1)
@@ -157,8 +159,7 @@ class PixelDecoder(nn.Module):
         res2 = features["res2"]
         with torch.autocast(res2.device.type, enabled=False):
             sources = [
-                proj(features[name].float())
-                for proj, name in zip(self.input_proj, ENCODER_LEVELS)
+                proj(features[name].float()) for proj, name in zip(self.input_proj, ENCODER_LEVELS)
             ]
             memories = self.transformer(sources)
             lateral = self.adapter_1(res2.float())
