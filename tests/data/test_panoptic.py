@@ -100,18 +100,18 @@ def test_synthetic_generator_round_trips(tmp_path):
     make_coco_panoptic_dataset(tmp_path, 6, size=40, seed=1, image_ext=".png")
     data = load_panoptic(tmp_path, split="train")
     assert len(data) == 6
+    annotations = json.loads((tmp_path / "coco/annotations/panoptic_train2017.json").read_text())
+    assert len(annotations["categories"]) == 133 and len(annotations["images"]) == 6
     crowd = 0
-    for item in data:
+    for item, annotation in zip(data, annotations["annotations"]):
         present = set(np.unique(item["segment_ids"]).tolist())
         listed = {s["id"] for s in item["segments"]}
         assert listed <= present and present - listed <= {0}  # only void is unlisted
         assert (item["segment_ids"] == 0).any()  # a void band around the things
         crowd += sum(s["iscrowd"] for s in item["segments"])
-        for segment in item["segments"]:
+        for segment in annotation["segments_info"]:
             assert segment["area"] == (item["segment_ids"] == segment["id"]).sum() > 0
     assert crowd > 0
-    annotations = json.loads((tmp_path / "coco/annotations/panoptic_train2017.json").read_text())
-    assert len(annotations["categories"]) == 133 and len(annotations["images"]) == 6
 
 
 def synthetic_item(tmp_path, index=0, size=48):
