@@ -29,7 +29,8 @@ def test_class_list_counts(list_id, count):
 def test_every_shipped_file_is_known_here():
     tables = {"coco_stuff.ids", "coco_panoptic.ids", "pc60.ids", "ade847.ids", "sclip.background"}
     splits = {"voc20.unseen", "coco_stuff.unseen", "pc59.unseen", "vipseg.unseen"}
-    assert set(available_lists()) == set(COUNTS) | tables | splits
+    synonyms = {"coco133_synonyms.json"}  # GKC's synonym lists (vocaseg.data.synonyms)
+    assert set(available_lists()) == set(COUNTS) | tables | splits | synonyms
 
 
 def test_pascal_lists_agree():
