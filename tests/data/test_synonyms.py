@@ -7,6 +7,7 @@ import hashlib
 import json
 import sys
 from types import SimpleNamespace
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -100,7 +101,7 @@ class FakeWordNet:
     """The slice of nltk.corpus.wordnet that build_synonyms uses."""
 
     NOUN = "n"
-    DATA = {
+    DATA: ClassVar[dict[str, list[list[str]]]] = {
         "car": [["car", "auto", "automobile", "machine"], ["car", "railcar", "railway_car"]],
         "road": [["road", "route"]],
         "traffic_light": [["traffic_light", "traffic_signal", "stoplight"]],
