@@ -35,22 +35,20 @@ def ms_deform_attn(
     shapes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
     per_level = value.split([h * w for h, w in shapes], dim=1)
     grids = (2 * sampling_locations - 1).to(value.dtype)  # grid_sample's [-1, 1] coordinates
-    samples = []
+    # [B, Q, heads, L, P] -> [B·heads, 1, Q, L, P]
+    weights = attention_weights.transpose(1, 2).reshape(batch * heads, 1, queries, levels, points)
+    weights = weights.to(value.dtype)
+    out = value.new_zeros(batch * heads, head_dim, queries)
     for level, (height, width) in enumerate(shapes):
         # [B, H_l·W_l, heads, d] -> [B·heads, d, H_l, W_l]
         level_value = per_level[level].permute(0, 2, 3, 1)
         level_value = level_value.reshape(batch * heads, head_dim, height, width)
         # [B, Q, heads, P, 2] -> [B·heads, Q, P, 2]
         grid = grids[:, :, :, level].transpose(1, 2).reshape(batch * heads, queries, points, 2)
-        samples.append(
-            F.grid_sample(
-                level_value, grid, mode="bilinear", padding_mode="zeros", align_corners=False
-            )
+        samples = F.grid_sample(
+            level_value, grid, mode="bilinear", padding_mode="zeros", align_corners=False
         )  # [B·heads, d, Q, P]
-    stacked = torch.stack(samples, dim=-2).flatten(-2)  # [B·heads, d, Q, L·P]
-    # [B, Q, heads, L, P] -> [B·heads, 1, Q, L·P]
-    weights = attention_weights.transpose(1, 2).reshape(batch * heads, 1, queries, levels * points)
-    out = (stacked * weights.to(stacked.dtype)).sum(-1)  # [B·heads, d, Q]
+        out = out + (samples * weights[:, :, :, level]).sum(-1)  # [B·heads, d, Q]
     return out.view(batch, heads * head_dim, queries).transpose(1, 2)  # [B, Q, heads·d]
 
 
