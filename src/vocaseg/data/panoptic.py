@@ -1,5 +1,5 @@
 """COCO panoptic per-instance training targets and GKC's training sample (Han et al., "Global
-Knowledge Calibration for Fast Open-Vocabulary Segmentation", ICCV 2023, §4.1 implementation
+Knowledge Calibration for Fast Open-Vocabulary Segmentation", ICCV 2023, implementation
 details; Mask2Former's COCO panoptic recipe, Cheng et al., CVPR 2022, §4.1).
 
 Reading needs no panopticapi: each PNG listed in ``annotations/panoptic_<split>.json`` is read as

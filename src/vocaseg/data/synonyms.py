@@ -1,5 +1,5 @@
 """Text diversification data of GKC (Han et al., "Global Knowledge Calibration for Fast
-Open-Vocabulary Segmentation", ICCV 2023, §3.2): synonym lists, per-instance synonym scores and
+Open-Vocabulary Segmentation", ICCV 2023, "Text Diversification"): synonym lists, per-instance synonym scores and
 the per-iteration vocabulary rewrite.
 
 - **Names.** COCO panoptic names are normalised as the official code does: remove "-merged", then

@@ -1,5 +1,5 @@
 """Text-guided knowledge distillation (TGKD) of GKC (Han et al., "Global Knowledge Calibration for
-Fast Open-Vocabulary Segmentation", ICCV 2023, §3.3).
+Fast Open-Vocabulary Segmentation", ICCV 2023, "Text-guided Knowledge Distillation").
 
 For the matched segments a, c = 1..n_b of one image: student region embeddings s_a, frozen CLIP
 region embeddings r_c of the teacher, and text embeddings t_a of the segments' names (all
