@@ -1,6 +1,6 @@
 """Text diversification data of GKC (Han et al., "Global Knowledge Calibration for Fast
-Open-Vocabulary Segmentation", ICCV 2023, "Text Diversification"): synonym lists, per-instance synonym scores and
-the per-iteration vocabulary rewrite.
+Open-Vocabulary Segmentation", ICCV 2023, section "Text Diversification"): synonym lists,
+per-instance synonym scores and the per-iteration vocabulary rewrite.
 
 - **Names.** COCO panoptic names are normalised as the official code does: remove "-merged", then
   "-other", then "-" -> " " ("wall-other-merged" -> "wall", "floor-wood" -> "floor wood").
