@@ -48,7 +48,8 @@ def test_shared_name_list_line_counts(list_id, count):
 def test_every_shipped_file_is_known_here():
     tables = {"coco_stuff.ids", "coco_panoptic.ids", "pc60.ids", "ade847.ids"}
     splits = {"voc20.unseen", "coco_stuff.unseen", "pc59.unseen", "vipseg.unseen"}
-    known = set(COUNTS) | set(SHARED_NAME_LISTS) | tables | splits
+    synonyms = {"coco133_synonyms.json"}  # GKC's synonym lists (vocaseg.data.synonyms)
+    known = set(COUNTS) | set(SHARED_NAME_LISTS) | tables | splits | synonyms
     assert set(available_lists()) == known
 
 

@@ -11,6 +11,11 @@ generic ``folder`` layout::
     root/classes.txt                 one class per line
 
 ``ShapesDataset`` is the same data in memory, with the reader interface of ``vocaseg.data``.
+
+``make_coco_panoptic_dataset`` writes the same kind of scenes as COCO panoptic 2017 (detectron2
+layout: ``coco/<split>2017/*.jpg``, ``coco/panoptic_<split>2017/*.png`` with RGB-encoded segment
+ids, ``coco/annotations/panoptic_<split>2017.json``): two stuff segments, thing instances (a class
+may appear twice), sometimes a crowd segment, and a void band around every thing.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from vocaseg.io import atomic_open, atomic_path
+from vocaseg.data.classlists import load_class_list, load_ids
+from vocaseg.io import atomic_open, atomic_path, write_json
 from vocaseg.text.vocab import Vocabulary
 
 DEFAULT_CLASSES = ("background", "red square", "green disc", "blue triangle", "yellow bar")
@@ -171,4 +177,99 @@ def make_shapes_dataset(
                 Image.fromarray(array).save(tmp, format="PNG")
     with atomic_open(root / "classes.txt", "w", encoding="utf-8") as handle:
         handle.write("\n".join(data.class_names) + "\n")
+    return root
+
+
+# COCO panoptic category ids used by make_coco_panoptic_dataset
+PANOPTIC_THINGS = (1, 3, 18, 44)  # person, car, dog, bottle
+PANOPTIC_STUFF = (187, 193)  # sky-other-merged (top), grass-merged (bottom)
+
+
+def _panoptic_scene(
+    size: int, rng: np.random.Generator, ranks: dict[int, int]
+) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """(image uint8 [size, size, 3], segment ids [size, size], segments_info) of one scene."""
+    ids = np.zeros((size, size), dtype=np.int64)
+    classes = np.zeros((size, size), dtype=np.int64)
+    used = rng.choice(np.arange(1, 2**24), size=8, replace=False).tolist()  # COCO-like ids
+    segments = []
+    horizon = int(rng.integers(size // 3, 2 * size // 3))
+    for category, rows in zip(PANOPTIC_STUFF, (slice(0, horizon), slice(horizon, size))):
+        ids[rows] = used[len(segments)]
+        classes[rows] = ranks[category]
+        segments.append({"id": used[len(segments)], "category_id": category, "iscrowd": 0})
+    things = rng.choice(PANOPTIC_THINGS, size=int(rng.integers(1, 4)), replace=True)
+    crowd = rng.random() < 0.4
+    band = np.zeros((size, size), dtype=bool)
+    for index, category in enumerate(things.tolist()):
+        mask = _shape_mask(PANOPTIC_THINGS.index(category), size, rng)
+        ids[mask] = used[len(segments)]
+        classes[mask] = ranks[category]
+        is_crowd = int(crowd and index == len(things) - 1)
+        segments.append({"id": used[len(segments)], "category_id": category, "iscrowd": is_crowd})
+        band |= _ignore_band(mask.astype(np.int64))
+    yy, xx = np.mgrid[0:size, 0:size]
+    stripes = ((xx + yy) // (3 + classes % 4)) % 2 == 0
+    image = np.stack([class_colour(c) for c in range(max(ranks.values()) + 1)])[classes]
+    image = image + np.where(stripes, 12.0, -12.0)[..., None] + rng.normal(0, 6.0, image.shape)
+    ids[band] = 0  # void boundary
+    present = set(np.unique(ids).tolist())
+    for segment in segments:
+        mask = ids == segment["id"]
+        rows, cols = np.nonzero(mask)
+        segment["area"] = int(mask.sum())
+        segment["bbox"] = (
+            [int(cols.min()), int(rows.min()), int(np.ptp(cols)) + 1, int(np.ptp(rows)) + 1]
+            if segment["id"] in present
+            else [0, 0, 0, 0]
+        )
+    segments = [s for s in segments if s["id"] in present]
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8), ids, segments
+
+
+def make_coco_panoptic_dataset(
+    root: str | Path,
+    num_images: int,
+    size: int = 64,
+    seed: int = 0,
+    split: str = "train",
+    image_ext: str = ".jpg",
+) -> Path:
+    """Write a tiny COCO-panoptic-layout dataset of ``split`` ("train" or "val") under ``root``.
+
+    ``image_ext`` ".png" keeps the pixels exact (COCO itself ships JPEGs). Returns ``root``.
+    """
+    root = Path(root)
+    folder = f"{split}2017"
+    categories = load_ids("coco_panoptic.ids")
+    names = load_class_list("coco_panoptic").class_names
+    ranks = {category: rank for rank, category in enumerate(categories)}
+    rng = np.random.default_rng(seed)
+    images, annotations = [], []
+    for index in range(num_images):
+        image, ids, segments = _panoptic_scene(size, rng, ranks)
+        stem = f"{index + 1:012d}"
+        colour = np.stack([ids % 256, ids // 256 % 256, ids // 65536], axis=-1).astype(np.uint8)
+        for target, array in (
+            (root / "coco" / folder / f"{stem}{image_ext}", image),
+            (root / "coco" / f"panoptic_{folder}" / f"{stem}.png", colour),
+        ):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(target) as tmp:
+                Image.fromarray(array).save(tmp, format="PNG" if target.suffix == ".png" else None)
+        images.append({"id": index + 1, "file_name": f"{stem}{image_ext}", "height": size,
+                       "width": size})  # fmt: skip
+        annotations.append(
+            {"image_id": index + 1, "file_name": f"{stem}.png", "segments_info": segments}
+        )
+    write_json(
+        root / "coco" / "annotations" / f"panoptic_{folder}.json",
+        {
+            "images": images,
+            "annotations": annotations,
+            "categories": [
+                {"id": c, "name": n, "isthing": int(c < 92)} for c, n in zip(categories, names)
+            ],
+        },
+    )
     return root
