@@ -158,7 +158,7 @@ def test_other_teacher_or_view_set_is_refused_in_one_line(tmp_path, folder):
     other_views = ViewSpec(grids=(1, 2, 3), size=16).record()
     with pytest.raises(DatasetError, match="view set") as err:
         TeacherCache(root, teacher={"name": "toy", "sha256": SHA}, views=other_views)
-    assert "\n" not in str(err.value) and "count" in str(err.value)
+    assert "\n" not in str(err.value) and '{"grids": [1, 2, 3, 4]}' in str(err.value)
     native = ViewSpec(size=16, crop_source="native").record()
     with pytest.raises(DatasetError, match="crop_source"):
         TeacherCache(root, views=native)
@@ -171,16 +171,20 @@ def test_other_teacher_or_view_set_is_refused_in_one_line(tmp_path, folder):
 
 
 def test_unreadable_images_are_listed_and_refused(tmp_path, folder):
-    (folder / "img_00002.jpg").write_bytes(b"broken")
+    """Image 2 is broken, and so is all of shard 1 (images 3-5); decoding runs in a worker."""
+    broken = ["img_00002.jpg", "img_00003.png", "img_00004.jpg", "img_00005.png"]
+    for name in broken:
+        (folder / name).write_bytes(b"broken")
     root = tmp_path / "cache"
-    report = _build(root, folder, CountingTeacher())
-    assert report.unreadable == ["img_00002.jpg"] and "1 unreadable skipped" in report.summary()
+    report = _build(root, folder, CountingTeacher(), num_workers=1)
+    assert report.unreadable == broken and "4 unreadable skipped" in report.summary()
     manifest = json.loads((root / "manifest.json").read_text())
-    assert manifest["unreadable"] == ["img_00002.jpg"] and manifest["counts"]["embedded"] == 6
+    assert manifest["unreadable"] == broken and manifest["counts"]["embedded"] == 3
     cache = TeacherCache(root)
-    with pytest.raises(DatasetError, match="unreadable when teacher cache"):
-        cache[2]
-    assert np.isfinite(cache[3]).all()
+    for index in (2, 3, 5):
+        with pytest.raises(DatasetError, match="unreadable when teacher cache"):
+            cache[index]
+    assert np.isfinite(cache[1]).all() and np.isfinite(cache[6]).all()
 
 
 def test_reader_is_cheap_to_pickle_and_maps_lazily(tmp_path, folder):
@@ -198,5 +202,5 @@ def test_reader_is_cheap_to_pickle_and_maps_lazily(tmp_path, folder):
     assert clone.index_of("img_00005.png") == 5
     source = ImageFolderSource(folder, size=32)
     clone.check_images(source.paths)
-    with pytest.raises(DatasetError, match="another image list"):
+    with pytest.raises(DatasetError, match="another image list \\(7 images; this folder has 6\\)"):
         clone.check_images(source.paths[:-1])

@@ -101,15 +101,10 @@ class ImageFolderSource:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def record(self) -> dict[str, Any]:
-        """What shapes the student's input (stored in a teacher-cache manifest)."""
-        return {
-            "size": self.size,
-            "crop_pct": self.crop_pct,
-            "resize": RESIZE_RULE,
-            "mean": self.mean.flatten().tolist(),
-            "std": self.std.flatten().tolist(),
-        }
+    def crop_record(self) -> dict[str, Any]:
+        """What decides the student's crop (and so the ``student`` teacher views): stored in and
+        compared against a teacher-cache manifest."""
+        return {"size": self.size, "crop_pct": self.crop_pct, "resize": RESIZE_RULE}
 
     def load(self, index: int) -> np.ndarray:
         """Image ``index`` as uint8 [H, W, 3]; :class:`DatasetError` if it cannot be read."""

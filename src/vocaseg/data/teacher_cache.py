@@ -51,7 +51,7 @@ class CacheSource(Protocol):
 
     def teacher_input(self, index: int, crop_source: str) -> torch.Tensor: ...
 
-    def record(self) -> dict[str, Any]: ...
+    def crop_record(self) -> dict[str, Any]: ...
 
 
 def teacher_fingerprint(module: torch.nn.Module) -> str:
@@ -77,7 +77,7 @@ def _plan(source: CacheSource, teacher: MultiScaleCropTeacher, shard_size: int) 
         "complete": False,
         "teacher": {"name": teacher.name, "sha256": teacher.sha256},
         "views": teacher.spec.record(),
-        "preprocess": source.record(),
+        "preprocess": source.crop_record(),
         "dtype": DTYPE,
         "shard_size": shard_size,
         "num_images": len(paths),
@@ -101,19 +101,23 @@ def _mismatch(root: Path, built: dict[str, Any], wanted: dict[str, Any]) -> str 
             continue
         have, want = built.get(key), wanted[key]
         if isinstance(have, dict) and isinstance(want, dict) and key != "teacher":
-            field = next(k for k in sorted(set(have) | set(want)) if have.get(k) != want.get(k))
+            field = next(k for k in [*have, *want] if have.get(k) != want.get(k))
             have, want = {field: have.get(field)}, {field: want.get(field)}
         return (
             f"teacher cache {root} was built with {what} {_describe(have)}, but this run uses "
             f"{_describe(want)}; build a new cache in another folder (or point at one built with "
             "these settings)"
         )
-    for key, what in (("shard_size", "shard size"), ("images_sha256", "image list")):
-        if key in wanted and built.get(key) != wanted[key]:
-            return (
-                f"teacher cache {root} was built with another {what} than this run's "
-                f"({key} {built.get(key)} vs {wanted[key]}); build a new cache in another folder"
-            )
+    if "shard_size" in wanted and built.get("shard_size") != wanted["shard_size"]:
+        return (
+            f"teacher cache {root} was built with shard size {built.get('shard_size')}, but this "
+            f"run uses {wanted['shard_size']}; pass the same shard size or use another folder"
+        )
+    if "images_sha256" in wanted and built.get("images_sha256") != wanted["images_sha256"]:
+        return (
+            f"teacher cache {root} was built from another image list ({built.get('num_images')} "
+            f"images; this folder has {wanted.get('num_images')}); build a new cache for it"
+        )
     return None
 
 
@@ -152,21 +156,45 @@ def _remove_stale_temporaries(root: Path, shard: int) -> None:
             stale.unlink(missing_ok=True)
 
 
-class _ShardImages(Dataset):
-    """Teacher inputs of one shard's images; an unreadable one comes back as its error text."""
+class _TeacherInputs(Dataset):
+    """Teacher inputs by image index; an unreadable image comes back as its error text."""
 
-    def __init__(self, source: CacheSource, indices: range, crop_source: str) -> None:
-        self.source, self.indices, self.crop_source = source, indices, crop_source
+    def __init__(self, source: CacheSource, crop_source: str) -> None:
+        self.source, self.crop_source = source, crop_source
 
     def __len__(self) -> int:
-        return len(self.indices)
+        return len(self.source.paths)
 
-    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | str]:
-        index = self.indices[i]
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | str]:
         try:
             return index, self.source.teacher_input(index, self.crop_source)
         except DatasetError as err:
             return index, str(err)
+
+
+class _ShardBuffer:
+    """Targets of one shard as they arrive: float16 [rows, V, D] (NaN rows until filled)."""
+
+    def __init__(self, shard: int, rows: range, views: int) -> None:
+        self.shard, self.rows, self.views = shard, rows, views
+        self.array: np.ndarray | None = None
+        self.unreadable: list[str] = []
+        self.filled = 0
+
+    def allocate(self, dim: int) -> None:
+        if self.array is None:
+            self.array = np.full((len(self.rows), self.views, dim), np.nan, dtype=np.float16)
+
+    def add(self, indices: list[int], targets: np.ndarray | None, bad: list[str]) -> None:
+        if targets is not None:
+            self.allocate(targets.shape[-1])
+            self.array[[i - self.rows.start for i in indices]] = targets
+        self.unreadable += bad
+        self.filled += len(indices) + len(bad)
+
+    @property
+    def full(self) -> bool:
+        return self.filled == len(self.rows)
 
 
 @dataclass
@@ -229,6 +257,19 @@ def build_teacher_cache(
 
     mine = list(range(rank, num_shards, world_size))
     pending = [s for s in mine if not _shard_ok(root, s, len(rows(s)), views)]
+    for shard in pending:
+        _remove_stale_temporaries(root, shard)
+    batches = [  # in shard order, never crossing a shard boundary
+        list(rows(s)[i : i + batch_size])
+        for s in pending
+        for i in range(0, len(rows(s)), batch_size)
+    ]
+    loader = DataLoader(
+        _TeacherInputs(source, teacher.spec.crop_source),
+        batch_sampler=batches,
+        num_workers=num_workers,
+        collate_fn=list,
+    )
     bar = tqdm(
         total=sum(len(rows(s)) for s in pending),
         desc=f"teacher cache (rank {rank})" if world_size > 1 else "teacher cache",
@@ -237,33 +278,28 @@ def build_teacher_cache(
     )
     unreadable: list[str] = []
     computed = 0
-    for shard in pending:
-        _remove_stale_temporaries(root, shard)
-        indices = rows(shard)
-        loader = DataLoader(
-            _ShardImages(source, indices, teacher.spec.crop_source),
-            batch_size=batch_size,
-            num_workers=num_workers,
-            collate_fn=list,
-        )
-        array: np.ndarray | None = None
-        bad: list[str] = []
-        for batch in loader:
-            good = [(i, x) for i, x in batch if isinstance(x, torch.Tensor)]
-            bad += [source.paths[i] for i, x in batch if not isinstance(x, torch.Tensor)]
-            if good:
-                images = [x.to(device) for _, x in good]
-                batched = images if len({x.shape for x in images}) > 1 else torch.stack(images)
-                targets = teacher(batched).cpu().numpy().astype(np.float16)  # [b, V, D]
-                if array is None:
-                    array = np.full((len(indices), views, targets.shape[-1]), np.nan, np.float16)
-                array[[i - indices.start for i, _ in good]] = targets
-                computed += len(good)
-            bar.update(len(batch))
-        if array is None:  # every image of the shard is unreadable: dim from a finished shard
-            array = np.full((len(indices), views, _known_dim(root, num_shards)), np.nan, np.float16)
-        _write_shard(root, shard, array, bad)
-        unreadable += bad
+    buffer: _ShardBuffer | None = None
+    for batch in loader:
+        if buffer is None:
+            shard = batch[0][0] // shard_size
+            buffer = _ShardBuffer(shard, rows(shard), views)
+        good = [(i, x.to(device)) for i, x in batch if isinstance(x, torch.Tensor)]
+        bad = [source.paths[i] for i, x in batch if not isinstance(x, torch.Tensor)]
+        targets = None
+        if good:
+            images = [x for _, x in good]
+            same_size = len({x.shape for x in images}) == 1
+            targets = teacher(torch.stack(images) if same_size else images)  # [b, V, D]
+            targets = targets.cpu().numpy().astype(np.float16)
+            computed += len(good)
+        buffer.add([i for i, _ in good], targets, bad)
+        bar.update(len(batch))
+        if buffer.full:
+            if buffer.array is None:  # every image of the shard is unreadable
+                buffer.allocate(_known_dim(root, num_shards))
+            _write_shard(root, buffer.shard, buffer.array, buffer.unreadable)
+            unreadable += buffer.unreadable
+            buffer = None
     bar.close()
     complete = _finalize(root, plan, views)
     return CacheBuildReport(
@@ -369,11 +405,11 @@ class TeacherCache:
 
     def check_images(self, paths: Sequence[str]) -> None:
         """Refuse an image list other than the one the cache was built from."""
-        if paths_sha256(paths) != self.images_sha256:
-            raise DatasetError(
-                f"teacher cache {self.root} was built from another image list ({self.num_images} "
-                f"images) than this folder's {len(paths)}; rebuild the cache for this folder"
-            )
+        built = {"images_sha256": self.images_sha256, "num_images": self.num_images}
+        wanted = {"images_sha256": paths_sha256(paths), "num_images": len(paths)}
+        reason = _mismatch(self.root, built, wanted)
+        if reason:
+            raise DatasetError(reason)
 
     def index_of(self, path: str) -> int:
         """Row index of a relative image path (the manifest's mapping, read on first use)."""
