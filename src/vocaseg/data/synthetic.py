@@ -16,6 +16,9 @@ generic ``folder`` layout::
 layout: ``coco/<split>2017/*.jpg``, ``coco/panoptic_<split>2017/*.png`` with RGB-encoded segment
 ids, ``coco/annotations/panoptic_<split>2017.json``): two stuff segments, thing instances (a class
 may appear twice), sometimes a crowd segment, and a void band around every thing.
+
+``make_image_folder`` writes unlabelled images (shapes on textured backgrounds) in ImageNet
+class folders or flat, for label-free training (ZeroSeg).
 """
 
 from __future__ import annotations
@@ -272,4 +275,48 @@ def make_coco_panoptic_dataset(
             ],
         },
     )
+
+
+def make_image_sample(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """An unlabelled uint8 [height, width, 3] image: 1-4 coloured shapes on a textured background
+    (a random colour with a stripe pattern and noise)."""
+    side = max(height, width)
+    yy, xx = np.mgrid[0:side, 0:side]
+    period = int(rng.integers(3, 9))
+    stripes = ((xx * rng.integers(0, 2) + yy) // period) % 2 == 0
+    image = rng.uniform(40, 200, size=3) + np.where(stripes, 15.0, -15.0)[..., None]
+    image = np.broadcast_to(image, (side, side, 3)).copy()
+    for _ in range(int(rng.integers(1, 5))):
+        mask = _shape_mask(int(rng.integers(0, 4)), side, rng)
+        image[mask] = class_colour(int(rng.integers(1, len(PALETTE))))
+    image += rng.normal(0.0, 6.0, size=image.shape)
+    return np.clip(np.rint(image[:height, :width]), 0, 255).astype(np.uint8)
+
+
+def make_image_folder(
+    root: str | Path,
+    num_images: int,
+    sizes: Sequence[tuple[int, int]] = ((64, 80), (80, 64), (72, 72)),
+    layout: str = "imagenet",
+    seed: int = 0,
+) -> Path:
+    """Write ``num_images`` unlabelled images under ``root``; returns ``root``.
+
+    ``layout="imagenet"``: three class folders ``n0000000k/`` of ``.JPEG`` files (ImageNet's
+    upper-case suffix); ``"flat"``: ``.jpg`` and ``.png`` files side by side. Image i has size
+    ``sizes[i % len(sizes)]`` (height, width).
+    """
+    if layout not in ("imagenet", "flat"):
+        raise ValueError(f"layout must be 'imagenet' or 'flat', got {layout!r}")
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    for index in range(num_images):
+        image = make_image_sample(*sizes[index % len(sizes)], rng)
+        if layout == "imagenet":
+            target = root / f"n{index % 3:08d}" / f"img_{index:05d}.JPEG"
+        else:
+            target = root / f"img_{index:05d}.{('jpg', 'png')[index % 2]}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(target) as tmp:
+            Image.fromarray(image).save(tmp, format="JPEG" if target.suffix != ".png" else "PNG")
     return root
