@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import yaml
 
+from vocaseg.background import PROTOCOLS
 from vocaseg.data.classlists import available_lists, load_ids
 from vocaseg.data.layouts import SPECS
-from vocaseg.inference.background import PROTOCOLS
 from vocaseg.text.templates import TEMPLATE_SETS
 
 METHODS = (

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections import defaultdict
 from importlib import resources
 
-from vocaseg.data.classlists import load_class_list
-from vocaseg.inference.background import BackgroundProtocol
+from vocaseg.background import make_protocol
+from vocaseg.data.classlists import load_class_list, read_names
 
 
 def _lines(list_id: str) -> list[str]:
@@ -140,12 +140,13 @@ def _path(list_id: str) -> str:
 
 
 def test_background_lists_feed_the_background_protocols():
-    # bg:threshold,names=FILE reads one synonym per line: class 0 becomes the 26 stuff words
-    threshold = BackgroundProtocol("bg:threshold", {"names": _path("sclip.background")})
-    vocabulary = threshold.vocabulary(load_class_list("voc21"))
+    # background_names=sclip.background reads one synonym per line: class 0 becomes the 26 words
+    threshold = make_protocol("bg:threshold", 0.1, names=read_names("sclip.background"))
+    vocabulary = threshold.scored_vocabulary(load_class_list("voc21"))
     assert vocabulary.classes == load_class_list("voc21.sclip").classes[:1] + vocabulary.classes[1:]
     assert len(vocabulary.classes[0]) == 26 and vocabulary.class_names[1:] == _names("voc20")
-    # bg:catseg-20b,extra=FILE: the 20 VOC classes then CAT-Seg's 39 distractors, as voc20b.json
-    catseg = BackgroundProtocol("bg:catseg-20b", {"extra": _path("voc20b.catseg_extra")})
-    names = catseg.vocabulary(load_class_list("voc20b")).class_names
+    # bg:catseg-20b with CAT-Seg's 39 distractors: the 20 VOC classes then the extras, as voc20b.json
+    extra = read_names("voc20b.catseg_extra")
+    names = make_protocol("bg:catseg-20b", names=extra).scored_vocabulary(load_class_list("voc20b"))
+    names = names.class_names
     assert len(names) == 59 and names[:20] == _names("voc20") and names[20] == "bag"

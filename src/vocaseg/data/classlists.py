@@ -75,3 +75,15 @@ def seen_ids(dataset_id: str, num_classes: int) -> tuple[int, ...] | None:
         return None
     unseen = set(load_ids(f"{dataset_id}.unseen"))
     return tuple(i for i in range(num_classes) if i not in unseen)
+
+
+def read_names(source: str | None) -> tuple[str, ...]:
+    """Every name (synonyms flattened) of a text file or a shipped list id, one class per line;
+    ``()`` for no source. Background synonyms and distractor lists are read this way."""
+    if not source:
+        return ()
+    from pathlib import Path
+
+    if Path(source).is_file():
+        return tuple(Vocabulary.from_file(source).queries)
+    return tuple(load_class_list(source).queries)

@@ -44,6 +44,7 @@ from vocaseg.background import BackgroundProtocol, make_protocol
 from vocaseg.config import to_dict
 from vocaseg.constants import CLIP_MEAN, CLIP_STD
 from vocaseg.data.batch import Batch, TrainSpec
+from vocaseg.data.classlists import read_names
 from vocaseg.errors import ConfigError
 from vocaseg.hashing import tensors_sha256
 from vocaseg.text.vocab import Vocabulary
@@ -170,7 +171,7 @@ class SegmentationModel(nn.Module):
             pad=cfg.pad,
         )
         self.background = make_protocol(
-            cfg.background, cfg.prob_thd, cfg.area_thd, _background_names(cfg.background_names)
+            cfg.background, cfg.prob_thd, cfg.area_thd, read_names(cfg.background_names)
         )
 
     def update_settings(self, **settings: Any) -> None:
@@ -313,19 +314,6 @@ def _has_submodule(model: nn.Module, name: str) -> bool:
         return model.get_submodule(name) is not None
     except AttributeError:
         return False
-
-
-def _background_names(source: str | None) -> tuple[str, ...]:
-    """Names from a text file or a shipped class-list id (one name per line, ``;`` synonyms)."""
-    if not source:
-        return ()
-    from pathlib import Path
-
-    from vocaseg.data.classlists import load_class_list
-
-    if Path(source).is_file():
-        return tuple(Vocabulary.from_file(source).queries)
-    return tuple(load_class_list(source).queries)
 
 
 __all__ = [
