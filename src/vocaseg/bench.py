@@ -155,6 +155,7 @@ def run_bench(
     return {
         "method": model.name,
         "config": model.config_dict(),
+        "clip": model.clip_source,
         "preprocess": asdict(model.preprocess),
         "device": str(segmenter.device),
         "device_name": (

@@ -113,8 +113,10 @@ def export_onnx(
         )
     path = Path(path)
     json_path, text_path = sidecar_paths(path)
+    vocabulary = model.background.prepare(vocabulary)
+    scored = model.background.scored_vocabulary(vocabulary)
     with torch.no_grad():
-        text = model.encode_vocabulary(vocabulary).float().cpu()  # [Q, D]
+        text = model.text_for(vocabulary).float().cpu()  # [Q, D]
     images = torch.zeros(1, 3, height, width)
     quiet = warnings.catch_warnings()
     with torch.no_grad(), _mha_fastpath_off(), quiet, atomic_path(path) as tmp:
@@ -140,6 +142,8 @@ def export_onnx(
         "opset": opset,
         "method": model.name,
         "config": model.config_dict(),
+        "clip": model.clip_source,
+        "background": model.background.record(),
         "preprocess": asdict(model.preprocess),
         "input_size": [height, width],
         "inputs": {
@@ -153,8 +157,8 @@ def export_onnx(
         "text_embeddings": text_path.name,
         "class_names": vocabulary.class_names,
         "classes": [list(names) for names in vocabulary.classes],
-        "queries": vocabulary.queries,
-        "query_to_class": vocabulary.query_to_class,
+        "queries": scored.queries,
+        "query_to_class": scored.query_to_class,
         "seen": None if vocabulary.seen is None else list(vocabulary.seen),
     }
     write_json(json_path, record)

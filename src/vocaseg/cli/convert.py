@@ -1,12 +1,18 @@
-"""``vocaseg convert zegclip CKPT -o OUT [--clip NAME_OR_FILE] [--set key=value ...]``: turn a
-released ZegCLIP checkpoint (or one trained with the official TagCLIP code) into a vocaseg model
-folder (:mod:`vocaseg.models.convert_zegclip`, specs/tagclip.md §8)."""
+"""``vocaseg convert FORMAT SOURCE -o OUT``: turn a checkpoint into a vocaseg model folder.
+
+- ``zegclip``: a released ZegCLIP checkpoint (or one trained with the official TagCLIP code),
+  :mod:`vocaseg.models.convert_zegclip`; ``--clip`` names the CLIP for the text tower.
+- ``model-folder``: re-write a model folder, e.g. ``--self-contained`` for offline deployment
+  (the frozen CLIP tensors copied in, so no reference needs to resolve where it runs).
+
+An existing model folder at ``-o`` is refused unless ``--overwrite``.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-FORMATS = ("zegclip",)
+FORMATS = ("zegclip", "model-folder")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,9 +22,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Convert an official ZegCLIP/TagCLIP checkpoint (mmcv .pth) into a model "
         "folder for 'vocaseg eval', 'vocaseg segment' and warm starts.",
     )
-    parser.add_argument("format", choices=FORMATS, help="what the checkpoint is")
-    parser.add_argument("checkpoint", help="the released .pth file")
+    parser.add_argument("format", choices=FORMATS, help="what the source is")
+    parser.add_argument("checkpoint", help="the released .pth file, or a model folder")
     parser.add_argument("-o", "--output", required=True, help="model folder to write")
+    parser.add_argument(
+        "--self-contained",
+        action="store_true",
+        help="store the frozen CLIP tensors too (offline deployment; larger folder)",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing model folder at -o"
+    )
     parser.add_argument(
         "--clip",
         help="CLIP for the text tower and the frozen-weight check: a known name (ViT-B/16) or a "
@@ -42,11 +56,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vocaseg.config import parse_override
-    from vocaseg.models.convert_zegclip import convert_checkpoint
 
     overrides = dict((".".join(keys), value) for keys, value in map(parse_override, args.overrides))
+    if args.format == "model-folder":
+        return _refolder(args, overrides)
+    from vocaseg.models.convert_zegclip import convert_checkpoint
+
+    _refuse_existing(args)
     _, report = convert_checkpoint(
-        args.checkpoint, args.output, clip=args.clip, allow_pickle=args.allow_pickle, **overrides
+        args.checkpoint,
+        args.output,
+        clip=args.clip,
+        allow_pickle=args.allow_pickle,
+        overwrite=args.overwrite,
+        self_contained=args.self_contained,
+        **overrides,
     )
     print(f"method: {report.method}  config: {report.config}")
     if report.num_train_classes is not None:
@@ -60,4 +84,29 @@ def run(args: argparse.Namespace) -> int:
             + ", ".join(report.frozen_mismatches[:8])
         )
     print(f"wrote {args.output}")
+    return 0
+
+
+def _refuse_existing(args: argparse.Namespace) -> None:
+    """Before any work: an existing model folder at -o is kept unless --overwrite."""
+    from pathlib import Path
+
+    from vocaseg.errors import UserError
+    from vocaseg.models.weights import MODEL_JSON
+
+    if (Path(args.output) / MODEL_JSON).exists() and not args.overwrite:
+        raise UserError(
+            f"{args.output} already holds a model; pass --overwrite to replace it or choose "
+            "another -o"
+        )
+
+
+def _refolder(args: argparse.Namespace, overrides: dict) -> int:
+    from vocaseg.models.folder import load_model, save_model
+
+    _refuse_existing(args)
+    model = load_model(args.checkpoint, clip_weights=args.clip, **overrides)
+    save_model(model, args.output, self_contained=args.self_contained, overwrite=args.overwrite)
+    kind = "self-contained" if args.self_contained else "referring to its CLIP weights"
+    print(f"wrote {args.output} ({kind})")
     return 0

@@ -165,6 +165,7 @@ def convert_checkpoint(
     clip: Any = None,
     allow_pickle: bool = False,
     overwrite: bool = False,
+    self_contained: bool = False,
     **overrides: Any,
 ) -> tuple[Any, ConversionReport]:
     """Convert a released checkpoint into a vocaseg model (saved to ``output`` when given).
@@ -174,7 +175,8 @@ def convert_checkpoint(
     has pretrained weights, the checkpoint's frozen visual tensors are compared with it and
     differences are listed. The model folder refers to ``clip`` when the checkpoint's frozen
     tensors equal it bit for bit, else it is self-contained. ``overrides`` set config fields
-    (e.g. ``setting``); ``overwrite`` allows replacing an existing model folder.
+    (e.g. ``setting``); ``overwrite`` allows replacing an existing model folder;
+    ``self_contained`` stores the frozen tensors even when they equal ``clip``.
     """
     from vocaseg.models.folder import save_model
     from vocaseg.models.registry import create_model
@@ -223,5 +225,6 @@ def convert_checkpoint(
         frozen_mismatches=mismatches,
     )
     if output is not None:
-        save_model(model, output, self_contained=not identical, overwrite=overwrite)
+        contained = self_contained or not identical
+        save_model(model, output, self_contained=contained, overwrite=overwrite)
     return model, report

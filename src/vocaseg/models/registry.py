@@ -50,6 +50,8 @@ class ModelEntry:
     trained: bool = False
     pipeline: str = "semantic"
     tiny: dict[str, Any] = field(default_factory=dict)
+    tiny_train: dict[str, dict[str, Any]] = field(default_factory=dict)
+    exportable: bool = True
 
     def tower_uses(self, config: Any) -> dict[str, TowerUse]:
         uses = self.towers(config) if callable(self.towers) else self.towers
@@ -68,6 +70,8 @@ def register_model(
     trained: bool = False,
     pipeline: str = "semantic",
     tiny: dict[str, Any] | None = None,
+    tiny_train: dict[str, dict[str, Any]] | None = None,
+    exportable: bool = True,
     **preset: Any,
 ) -> Callable[[Builder], Builder]:
     """Decorator registering ``builder(config, towers) -> SegmentationModel`` under ``name``."""
@@ -87,6 +91,8 @@ def register_model(
             trained,
             pipeline,
             dict(tiny or {}),
+            dict(tiny_train or {}),
+            exportable,
         )
         return builder
 

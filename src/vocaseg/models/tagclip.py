@@ -396,6 +396,10 @@ TINY = {
     "pos_grid": 8, "num_prompts": 4, "head_heads": 2, "head_ffn": 64, "dropout": 0.0,
     "short_side": 64, "window": 64, "stride": 48,
 }  # fmt: skip
+TINY_TRAIN = {
+    "model": {"setting": "supervised", "trusty_token": False},
+    "data": {"transform": {"crop_size": 64, "scale": [64, 64], "ratio_range": [0.9, 1.1]}},
+}
 
 
 def _build(cfg: TagCLIPConfig, towers: Towers) -> TagCLIP:
@@ -410,6 +414,7 @@ register_model(
     towers=_TOWERS,
     trained=True,
     tiny=TINY,
+    tiny_train=TINY_TRAIN,
 )(_build)
 register_model(
     "zegclip",
@@ -418,6 +423,7 @@ register_model(
     towers=_TOWERS,
     trained=True,
     tiny=TINY,
+    tiny_train=TINY_TRAIN,
     trusty_token=False,
     trusty_learner=False,
     mask_weight=100.0,

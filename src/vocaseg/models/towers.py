@@ -59,17 +59,24 @@ class ClipSource:
 
 @dataclass
 class Towers:
-    """What a builder receives: the frozen CLIP with the towers this build keeps (``clip.visual``
-    is ``None`` when the image tower is not kept), whether the model is built for training, and
-    the source record."""
+    """What a builder receives.
+
+    ``clip``: the frozen CLIP with the towers the method uses at inference (``clip.visual`` is
+    ``None`` when the image tower is used only in training). ``teacher``: the frozen CLIP image
+    tower when it is declared ``"training"`` and the model is built for training, else ``None``
+    (kept apart from ``clip`` so the frozen inference towers are the same in both builds).
+    ``source``: where the weights came from; ``training``: whether this is a training build.
+    """
 
     clip: Any
     source: ClipSource
     training: bool = False
+    teacher: Any = None
 
     @property
-    def has_visual(self) -> bool:
-        return getattr(self.clip, "visual", None) is not None
+    def config(self) -> Any:
+        """The CLIP architecture (``CLIPConfig``), e.g. to build a student of the same shape."""
+        return self.clip.config
 
 
 def resolve_weights(pretrained: bool | str | os.PathLike, architecture: Any) -> str:
@@ -128,7 +135,8 @@ def build_towers(
 ) -> Towers | None:
     """The towers ``uses`` declares, kept as the build needs them; None when ``uses`` is empty.
 
-    ``clip`` (with its ``source``) is used as given instead of loading ``pretrained``.
+    ``clip`` (with its ``source``) is used as given instead of loading ``pretrained``. An image
+    tower used only in training becomes ``Towers.teacher`` in a training build.
     """
     if not uses:
         return None
@@ -136,7 +144,9 @@ def build_towers(
         clip, source = load_clip(resolve_weights(pretrained, architecture), architecture)
     elif source is None:
         source = ClipSource("in-memory", clip.config.to_dict())
-    keep = {tower for tower, use in uses.items() if training or use == "inference"}
-    strip_towers(clip, keep)
+    teacher = None
+    if training and uses.get("visual") == "training":
+        teacher = clip.visual.eval().requires_grad_(False)
+    strip_towers(clip, {tower for tower, use in uses.items() if use == "inference"})
     clip.eval().requires_grad_(False)
-    return Towers(clip, source, training)
+    return Towers(clip, source, training, teacher)
