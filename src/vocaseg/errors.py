@@ -37,3 +37,8 @@ class WeightsNotFoundError(UserError, FileNotFoundError):
 
 class VocasegWarning(UserWarning):
     """Something a user should know that does not stop the work (printed as one ``warning:`` line)."""
+
+
+class VideoError(UserError, ValueError):
+    """A video is missing, not a video, has no video stream, uses an unsupported codec, or needs
+    the ``[video]`` extra (PyAV)."""

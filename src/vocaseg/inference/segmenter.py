@@ -173,6 +173,40 @@ class Segmenter:
             )
         return results
 
+    def segment_video(
+        self,
+        video: Any,
+        *,
+        every: int = 1,
+        start: float | None = None,
+        end: float | None = None,
+        smoothing: int = 0,
+        batch_size: int = 8,
+        fps: float | None = None,
+    ) -> Any:
+        """Segment a video lazily: an iterator of ``VideoFrameResult`` (label, scores, areas, plus
+        index, time, image), one per frame of [start, end) seconds.
+
+        ``video``: a file (mp4, mov, webm, mkv, avi; needs ``pip install 'vocaseg[video]'``), an
+        animated GIF, a folder of numbered frames, a [T, H, W, 3] array or an iterable of frames
+        (``fps`` sets the rate of the last three, default 25). ``every=N`` segments every N-th frame
+        and reuses its labels for the frames between; ``smoothing=N`` averages class scores over
+        the last N segmented frames (0: off); ``batch_size`` frames run as one batch.
+        See :class:`vocaseg.inference.video.VideoSegmentation`.
+        """
+        from vocaseg.inference.video import VideoSegmentation
+
+        return VideoSegmentation(
+            self,
+            video,
+            every=every,
+            start=start,
+            end=end,
+            smoothing=smoothing,
+            batch_size=batch_size,
+            fps=fps,
+        )
+
     def _autocast(self) -> Any:
         return autocast(self.device, self.dtype)
 
