@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections import deque
 
-import torch
 from torch import Tensor
 
 
@@ -18,7 +17,7 @@ class TemporalSmoother:
     """Mean of the last ``window`` score maps [K, H, W] (the current one included).
 
     The running sum is kept in float64, so a static video (identical scores every frame) gets back
-    exactly the scores it put in: n * x and n * x - x are exact for float32 x in float64.
+    exactly the scores it put in: n * x and n * x - x are exact for float32 x in float64 (n < 2^29).
     Call :meth:`reset` between videos.
     """
 
@@ -35,8 +34,8 @@ class TemporalSmoother:
             self.reset()  # new vocabulary or frame size: nothing to average with
         if self.window == 1:
             return scores.float()
-        current = scores.to(torch.float64)
-        self._sum = current.clone() if self._sum is None else self._sum + current
+        current = scores.float()  # kept as float32; adding/subtracting it in float64 is exact
+        self._sum = current.double() if self._sum is None else self._sum + current
         self._history.append(current)
         if len(self._history) > self.window:
             self._sum -= self._history.popleft()
