@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+import vocaseg.io
 from inference.video_helpers import decode, moving_square, tiny_segmenter, write_video
 from vocaseg.errors import VideoError
 from vocaseg.inference import video_write
@@ -125,3 +127,16 @@ def test_an_empty_range_writes_nothing(seg, tmp_path):
     with pytest.raises(VideoError, match="no frames"):
         write_video_outputs(seg, moving_square(5), tmp_path / "out", start=3.0, progress=False)
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_the_json_is_published_last(seg, tmp_path, monkeypatch):
+    published = []
+    real_replace = vocaseg.io.os.replace
+
+    def replace(source, target):
+        published.append(Path(target).name)
+        real_replace(source, target)
+
+    monkeypatch.setattr(vocaseg.io.os, "replace", replace)
+    write_video_outputs(seg, moving_square(3), tmp_path, "v", progress=False)
+    assert published[-1] == "v.json" and sorted(published[:2]) == ["v_labels.zip", "v_overlay.mp4"]

@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -25,6 +25,10 @@ from vocaseg.inference.images import ImageInput, as_rgb_array
 from vocaseg.inference.predict import predict_scores
 from vocaseg.models.base import SegmentationModel
 from vocaseg.text.vocab import Vocabulary
+
+if TYPE_CHECKING:
+    from vocaseg.inference.video import VideoSegmentation
+    from vocaseg.inference.video_io import VideoInput
 
 
 @dataclass
@@ -175,7 +179,7 @@ class Segmenter:
 
     def segment_video(
         self,
-        video: Any,
+        video: VideoInput,
         *,
         every: int = 1,
         start: float | None = None,
@@ -183,7 +187,7 @@ class Segmenter:
         smoothing: int = 0,
         batch_size: int = 8,
         fps: float | None = None,
-    ) -> Any:
+    ) -> VideoSegmentation:
         """Segment a video lazily: an iterator of ``VideoFrameResult`` (label, scores, areas, plus
         index, time, image), one per frame of [start, end) seconds.
 

@@ -6,8 +6,9 @@
 - ``<stem>.json``: fps, size, frame count, codec, what was dropped, per-class areas over the whole
   video and, per frame, its time and per-class areas (each frame's areas sum to 1).
 
-All three are written under temporary names and renamed only when the whole video is done, so an
-interrupted run leaves no half-written file. The per-frame JSON records are spooled to a temporary
+All three are written under temporary names and renamed only when the whole video is done (the
+JSON last, so its presence means the set is complete); an interrupted run leaves no half-written
+file. The per-frame JSON records are spooled to a temporary
 file, not held in memory.
 """
 
@@ -32,7 +33,7 @@ from vocaseg.inference.video_write import (
     LegendPainter,
     OverlayVideoWriter,
 )
-from vocaseg.io import atomic_open, atomic_path
+from vocaseg.io import atomic_path
 from vocaseg.viz import make_palette, overlay
 
 if TYPE_CHECKING:
@@ -95,7 +96,8 @@ def write_video_outputs(
     colours = make_palette(len(segmenter.class_names))
     area_sum = np.zeros(len(segmenter.class_names), dtype=np.float64)
     count = 0
-    with ExitStack() as stack:
+    with ExitStack() as stack:  # on success the temporary files are renamed, the JSON last
+        json_tmp = stack.enter_context(atomic_path(paths["json"]))
         stack.enter_context(frames)
         writer = OverlayVideoWriter(
             stack.enter_context(atomic_path(paths["overlay"])),
@@ -129,7 +131,7 @@ def write_video_outputs(
             )
         writer.close()
         summary = _summary(frames, writer, paths, area_sum / count, count, segmenter, record)
-        _write_json(stack, paths["json"], summary, spool)
+        _write_json(json_tmp, summary, spool)
     return summary
 
 
@@ -143,16 +145,15 @@ def _spool_frame(spool: IO[str], frame: VideoFrameResult) -> None:
     spool.write(json.dumps(entry) + "\n")
 
 
-def _write_json(stack: ExitStack, path: Path, summary: dict[str, Any], spool: IO[str]) -> None:
-    """``summary`` with a ``frames`` list from the spool (one record per line), written atomically
-    inside ``stack`` so it is published together with the video and the labels."""
-    handle = stack.enter_context(atomic_open(path, "w", encoding="utf-8"))
+def _write_json(path: Path, summary: dict[str, Any], spool: IO[str]) -> None:
+    """``summary`` with a ``frames`` list copied from the spool (one record per line)."""
     head = json.dumps(summary, indent=2, ensure_ascii=False)
-    handle.write(head[:-2] + ',\n  "frames": [')  # reopen the object: drop "\n}"
-    spool.seek(0)
-    for n, line in enumerate(spool):
-        handle.write(("\n    " if n == 0 else ",\n    ") + line.rstrip("\n"))
-    handle.write("\n  ]\n}\n")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(head[:-2] + ',\n  "frames": [')  # reopen the object: drop "\n}"
+        spool.seek(0)
+        for n, line in enumerate(spool):
+            handle.write(("\n    " if n == 0 else ",\n    ") + line.rstrip("\n"))
+        handle.write("\n  ]\n}\n")
 
 
 def _summary(
