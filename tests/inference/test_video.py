@@ -92,9 +92,16 @@ def test_folder_of_numbered_frames_in_natural_order(seg, tmp_path):
         assert np.array_equal(result.image, frame) and np.array_equal(result.label, label)
 
 
-def test_arrays_work_without_pyav(seg, monkeypatch):
+def test_arrays_gifs_and_folders_work_without_pyav(seg, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "av", None)  # import av now raises ImportError
     frames = moving_square(5)
+    gif = [Image.fromarray(f) for f in frames]
+    gif[0].save(tmp_path / "a.gif", save_all=True, append_images=gif[1:], duration=40)
+    assert len(list(seg.segment_video(tmp_path / "a.gif"))) == 5
+    (tmp_path / "frames").mkdir()
+    for i, frame in enumerate(frames):
+        Image.fromarray(frame).save(tmp_path / "frames" / f"{i}.png")
+    assert len(list(seg.segment_video(tmp_path / "frames"))) == 5
     video = seg.segment_video(np.stack(frames))  # [T, H, W, 3]
     assert video.info.fps_assumed and video.info.fps == 25.0
     labels = [r.label for r in video]
