@@ -5,14 +5,14 @@ the same frames segmented as images.
   MP4s of 100 and 1,000 frames, each in a fresh subprocess; peak RSS (``ru_maxrss``) must not grow
   with the frame count. A tiny random MaskCLIP keeps 1,000 frames quick (the model's share of the
   memory does not depend on the video's length).
-- ``speed``: frames/s of ``write_video_outputs`` on an MP4 vs ``vocaseg segment`` (the image command,
-  run in-process with the same model) on the same decoded frames saved as PNG files; and, without
-  any writing, iterating ``Segmenter.segment_video`` on the MP4 vs ``Segmenter.predict_arrays`` on
-  the already-decoded frames in batches of the same size. Runs are interleaved (the order alternates
-  each round); medians reported;
-  ratio = video frames/s / image frames/s (>= 0.95 required).
-  ``--model base``: MaskCLIP ViT-B/16 (random weights); ``--model tiny``: a width-64 ViT, where
-  decoding and encoding dominate (the worst case for the video path).
+- ``speed``: frames/s of ``write_video_outputs`` on an MP4 vs ``vocaseg segment`` (the image
+  command, run in-process with the same model) on the same decoded frames saved as PNG files;
+  and, without any writing, iterating ``Segmenter.segment_video`` on the MP4 vs
+  ``Segmenter.predict_arrays`` on the already-decoded frames in batches of the same size. Runs
+  are interleaved (the order alternates each round); medians reported; ratio = video frames/s /
+  image frames/s (>= 0.95 required). ``--model base``: MaskCLIP ViT-B/16 (random weights);
+  ``--model tiny``: a width-64 ViT, where decoding and encoding weigh most (the worst case for
+  the video path).
 
 Run: ``python benchmarks/bench_video.py [memory|speed|both] [--model base|tiny] [--frames 48]``.
 """
@@ -75,7 +75,7 @@ def build_segmenter(kind: str, short_side: int):
 
     torch.manual_seed(0)
     if kind == "base":
-        model = create_model("maskclip", short_side=short_side, slide_crop=0)  # random ViT-B/16
+        model = create_model("maskclip", short_side=short_side, window=0)  # random ViT-B/16
     else:
         config = CLIPConfig(
             embed_dim=32,
@@ -90,7 +90,7 @@ def build_segmenter(kind: str, short_side: int):
         )
         clip = CLIP(config).eval()
         model = create_model(
-            "maskclip", clip=clip, templates="single", short_side=short_side, slide_crop=0
+            "maskclip", clip=clip, templates="single", short_side=short_side, window=0
         )
     segmenter = Segmenter(model)
     segmenter.set_vocabulary(VOC20)

@@ -10,13 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import vocaseg.io
 from inference.video_helpers import decode, moving_square, tiny_segmenter, write_video
 from vocaseg.errors import VideoError
 from vocaseg.inference import video_write
 from vocaseg.inference.video_outputs import output_paths, write_video_outputs
-from vocaseg.inference.video_write import read_label_archive
+from vocaseg.inference.video_write import draw_legend_inside, read_label_archive
+from vocaseg.viz import make_palette, overlay
 
 av = pytest.importorskip("av")
 
@@ -140,3 +142,18 @@ def test_the_json_is_published_last(seg, tmp_path, monkeypatch):
     monkeypatch.setattr(vocaseg.io.os, "replace", replace)
     write_video_outputs(seg, moving_square(3), tmp_path, "v", progress=False)
     assert published[-1] == "v.json" and sorted(published[:2]) == ["v_labels.zip", "v_overlay.mp4"]
+
+
+def test_the_legend_is_drawn_inside_the_frame(seg):
+    frame = moving_square(1, height=96, width=160)[0]
+    result = seg(frame)
+    colours = make_palette(3)
+    plain = np.asarray(overlay(frame, result.label, result.class_names, 0.5, colours, legend=False))
+    drawn = draw_legend_inside(Image.fromarray(plain), result.label, result.class_names, colours)
+    changed = np.any(np.asarray(drawn) != plain, axis=-1)  # [H, W]
+    assert drawn.size == (160, 96)
+    rows, cols = np.nonzero(changed)
+    present = int(np.count_nonzero(result.areas))
+    assert rows.min() == 0 and cols.min() == 0  # a box from the top-left corner
+    assert rows.max() < 8 + 20 * present + 8  # one row per class present
+    assert cols.max() < 3 * 8 + 14 + 160 // 2  # margins, swatch, text cut to half the width

@@ -16,7 +16,7 @@ CLASSES = ["cat", "sofa; couch", "floor"]
 
 
 def tiny_segmenter(clip) -> Segmenter:
-    model = create_model("maskclip", clip=clip, templates="single", short_side=48, slide_crop=0)
+    model = create_model("maskclip", clip=clip, templates="single", short_side=48, window=0)
     segmenter = Segmenter(model)
     segmenter.set_vocabulary(CLASSES)
     return segmenter

@@ -25,7 +25,7 @@ from vocaseg.viz import class_areas
 if TYPE_CHECKING:
     from vocaseg.inference.segmenter import Segmenter
 
-#: Frames held while waiting for a batch, as a multiple of ``batch_size`` (matters for ``every`` > 1).
+#: Most frames held while a batch fills, in multiples of ``batch_size`` (matters for every > 1).
 PENDING_BATCHES = 4
 
 

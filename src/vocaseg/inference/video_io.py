@@ -73,7 +73,7 @@ class VideoInfo:
         return float(self.rate)
 
     def frames_between(self, start: float, end: float | None) -> int | None:
-        """Frames expected with times in [start, end) (an estimate; None if the length is unknown)."""
+        """Frames expected with times in [start, end): an estimate; None for an unknown length."""
         length = self.duration
         if length is None and self.frame_count is not None:
             length = self.frame_count / self.rate

@@ -30,8 +30,8 @@ from vocaseg.inference.video_io import VideoInput, import_av
 from vocaseg.inference.video_write import (
     PIXEL_FORMAT,
     LabelArchiveWriter,
-    LegendPainter,
     OverlayVideoWriter,
+    draw_legend_inside,
 )
 from vocaseg.io import atomic_path
 from vocaseg.viz import make_palette, overlay
@@ -110,7 +110,6 @@ def write_video_outputs(
         labels = LabelArchiveWriter(stack.enter_context(atomic_path(paths["labels"])), colours)
         stack.callback(labels.close)
         spool = stack.enter_context(tempfile.TemporaryFile("w+", encoding="utf-8"))
-        legend = LegendPainter(segmenter.class_names, colours, info.height)
         bar = stack.enter_context(
             tqdm(total=frames.expected_frames, unit="frame", desc="segment", disable=not progress)
         )
@@ -118,7 +117,8 @@ def write_video_outputs(
             picture = overlay(
                 frame.image, frame.label, frame.class_names, alpha, colours, legend=False
             )
-            writer.write(np.asarray(legend(picture, frame.label)))
+            draw_legend_inside(picture, frame.label, frame.class_names, colours)
+            writer.write(np.asarray(picture))
             labels.write(frame.label)
             _spool_frame(spool, frame)
             area_sum += frame.areas

@@ -1,5 +1,6 @@
-"""Video outputs: an overlay video with the legend drawn inside every frame, and the per-frame label
-maps as a zip of PNG files.
+"""Video outputs: an overlay video with the legend drawn inside every frame (the image overlay's
+legend, on a translucent box at the top-left, so the video keeps the input's size), and the
+per-frame label maps as a zip of PNG files.
 
 The overlay is H.264 (libx264) in MP4, or MPEG-4 Part 2 where the FFmpeg in PyAV lacks libx264,
 in yuv420p (what browsers and phones play). yuv420p needs even sizes, so an odd width or height is
@@ -16,13 +17,22 @@ import os
 import zipfile
 from collections.abc import Sequence
 from fractions import Fraction
-from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
+from vocaseg.fonts import runs_width, text_runs
 from vocaseg.inference.video_io import import_av
-from vocaseg.viz import class_areas, label_png
+from vocaseg.viz import (
+    LEGEND_FONT_SIZE,
+    LEGEND_MARGIN,
+    LEGEND_ROW,
+    LEGEND_SWATCH,
+    LEGEND_TEXT_WIDTH,
+    fit_text,
+    label_png,
+    legend_rows,
+)
 
 PIXEL_FORMAT = "yuv420p"
 _ENCODER_OPTIONS = {
@@ -116,58 +126,38 @@ def read_label_archive(path: str | os.PathLike) -> list[np.ndarray]:
         return [np.array(Image.open(io.BytesIO(archive.read(name)))) for name in names]
 
 
-class LegendPainter:
-    """Draws the classes present in a frame, in vocabulary order with their area, inside the frame
-    (top-left, on a translucent white box), so the video keeps the input's size.
+def draw_legend_inside(
+    image: Image.Image, label: np.ndarray, class_names: Sequence[str], colours: np.ndarray
+) -> Image.Image:
+    """Paint the legend of ``label`` [H, W] onto ``image`` (RGB, same size) in place, top-left on a
+    translucent white box, so a video keeps the input's size.
 
-    Vocabulary order keeps rows from jumping around as areas change between frames; if more
-    classes are present than rows fit, the largest are listed and a "+N more" row ends the box.
+    The rows and text are those of the image overlay's legend (:func:`vocaseg.viz.legend_rows`:
+    classes present, largest area first, "… N more" below what fits; any script through
+    :mod:`vocaseg.fonts`); names are cut with "…" so the text takes at most half the frame's
+    width.
     """
-
-    def __init__(self, class_names: Sequence[str], colours: np.ndarray, height: int) -> None:
-        self.class_names = list(class_names)
-        self.colours = colours
-        self.font_size = max(8, min(28, height // 24))
-        self.font = _font(self.font_size)
-        self.row = self.font_size + 4
-        self.margin = max(2, self.font_size // 3)
-        self.max_rows = max(1, (height - 2 * self.margin) // self.row)
-
-    def __call__(self, image: Image.Image, label: np.ndarray) -> Image.Image:
-        """Paint the legend of ``label`` [H, W] onto ``image`` (same size, RGB) in place."""
-        areas = class_areas(label, len(self.class_names))
-        present = [int(i) for i in np.flatnonzero(areas)]
-        hidden = 0
-        if len(present) > self.max_rows:
-            keep = self.max_rows - 1
-            largest = np.argsort(-areas[present], kind="stable")[:keep]
-            hidden = len(present) - keep
-            present = sorted(present[i] for i in largest)
-        lines = [f"{self.class_names[i]}  {_percent(areas[i])}" for i in present]
-        if hidden:
-            lines.append(f"+{hidden} more")
-        draw = ImageDraw.Draw(image)
-        swatch, m = self.font_size, self.margin
-        text_w = max(int(draw.textlength(line, font=self.font)) for line in lines)
-        box_w = min(image.width, 3 * m + swatch + text_w)
-        box_h = min(image.height, 2 * m + self.row * len(lines))
-        region = np.asarray(image.crop((0, 0, box_w, box_h)), dtype=np.float32)
-        image.paste(Image.fromarray((0.35 * region + 0.65 * 255).astype(np.uint8)), (0, 0))
-        for n, line in enumerate(lines):
-            y = m + n * self.row
-            if n < len(present):
-                colour = tuple(int(c) for c in self.colours[present[n]])
-                draw.rectangle((m, y + 2, m + swatch - 1, y + 1 + swatch), fill=colour, outline=0)
-            draw.text((2 * m + swatch, y), line, fill="black", font=self.font)
-        return image
-
-
-def _font(size: int) -> Any:
-    try:
-        return ImageFont.load_default(size=size)  # Pillow >= 10.1: scalable built-in font
-    except TypeError:
-        return ImageFont.load_default()
-
-
-def _percent(fraction: float) -> str:
-    return "<0.1%" if fraction < 0.0005 else f"{100 * fraction:.1f}%"
+    rows = legend_rows(label, class_names, image.height)
+    max_text = max(LEGEND_SWATCH, min(LEGEND_TEXT_WIDTH, image.width // 2))
+    lines = []
+    for row in rows:
+        keep = len(row.text) - row.text.rfind("  ") if row.index is not None else 0
+        lines.append(fit_text(row.text, max_text, keep))
+    text_width = int(np.ceil(max(runs_width(runs) for runs in lines)))
+    box_w = min(image.width, 3 * LEGEND_MARGIN + LEGEND_SWATCH + text_width)
+    box_h = min(image.height, 2 * LEGEND_MARGIN + LEGEND_ROW * len(rows))
+    region = np.asarray(image.crop((0, 0, box_w, box_h)), dtype=np.float32)
+    image.paste(Image.fromarray((0.35 * region + 0.65 * 255).astype(np.uint8)), (0, 0))
+    draw = ImageDraw.Draw(image)
+    ascent, descent = text_runs("A", LEGEND_FONT_SIZE)[0][1].getmetrics()
+    for n, (row, runs) in enumerate(zip(rows, lines)):
+        y = LEGEND_MARGIN + n * LEGEND_ROW
+        if row.index is not None:
+            box = (LEGEND_MARGIN, y + 3, LEGEND_MARGIN + LEGEND_SWATCH, y + 3 + LEGEND_SWATCH)
+            draw.rectangle(box, fill=tuple(int(c) for c in colours[row.index]), outline="black")
+        x = 2 * LEGEND_MARGIN + LEGEND_SWATCH
+        baseline = y + (LEGEND_ROW - ascent - descent) // 2 + ascent
+        for string, font in runs:  # each run in its own font, on one baseline
+            draw.text((x, baseline), string, fill="black", font=font, anchor="ls")
+            x += font.getlength(string)
+    return image
