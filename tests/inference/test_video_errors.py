@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from inference.video_helpers import moving_square, tiny_segmenter, write_video
-from vocaseg.errors import UserError, VideoError
+from vocaseg.errors import UserError, VideoError, VocasegWarning
 from vocaseg.inference.video_io import is_video_path, open_video
 from vocaseg.inference.video_outputs import write_video_outputs
 
@@ -92,11 +92,13 @@ def test_corrupt_frame_is_reported_and_the_rest_kept(seg, tmp_path):
     data[starts[5] : starts[5] + 4] = bytes(4)  # break frame 5's PNG signature
     path.write_bytes(bytes(data))
     video = seg.segment_video(path)
-    times = [r.time for r in video]
+    with pytest.warns(VocasegWarning, match="clip.avi: a frame after 0.160 s could not be decoded"):
+        times = [r.time for r in video]
     assert len(video.corrupt) == 1 and "after 0.160 s" in video.corrupt[0]
     assert times[:5] == pytest.approx([0.0, 0.04, 0.08, 0.12, 0.16])
     assert times[-1] == pytest.approx(0.36)  # frames after the damage are kept
-    summary = write_video_outputs(seg, path, tmp_path / "out", progress=False)
+    with pytest.warns(VocasegWarning):
+        summary = write_video_outputs(seg, path, tmp_path / "out", progress=False)
     assert summary["corrupt_frames"] == video.corrupt
     assert summary["frame_count"] == len(times)
 

@@ -4,7 +4,8 @@ animated GIFs and folders of numbered frames through PIL, and in-memory frames (
 Every source is read as a stream of ``(time in seconds, RGB uint8 [H, W, 3])`` pairs, so memory does
 not grow with the video's length. Streams other than the first video stream (audio, subtitles) are
 dropped and listed in :attr:`VideoInfo.dropped`. A frame that cannot be decoded is skipped and
-described in :attr:`FrameSource.corrupt`; the rest of the video is kept.
+described in :attr:`FrameSource.corrupt` and a :class:`vocaseg.errors.VocasegWarning`; the rest of
+the video is kept.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import math
 import os
 import re
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -24,7 +26,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from vocaseg.errors import ImageError, VideoError
+from vocaseg.errors import ImageError, VideoError, VocasegWarning
 from vocaseg.inference.images import IMAGE_SUFFIXES, ImageInput, as_rgb_array, read_image
 
 #: File suffixes treated as videos by :func:`is_video_path` (any file FFmpeg reads works).
@@ -105,6 +107,11 @@ class FrameSource:
     def _frames(self, start: float) -> Iterator[tuple[float, np.ndarray]]:
         """All frames from at most ``start`` on (a subclass may skip ahead, never past it)."""
         raise NotImplementedError
+
+    def _skipped(self, what: str) -> None:
+        """Record (and warn about) frames that could not be read."""
+        self.corrupt.append(what)
+        warnings.warn(f"{self.info.source}: {what}", VocasegWarning, stacklevel=2)
 
     def close(self) -> None:
         """Release the file handles."""
@@ -216,13 +223,13 @@ class AVSource(FrameSource):
                 return
             except error as err:  # the file itself is damaged: keep what was read
                 where = "at the start" if time is None else f"after {time:.3f} s"
-                self.corrupt.append(f"reading stopped {where} ({_reason(err)})")
+                self._skipped(f"reading stopped {where} ({_reason(err)})")
                 return
             try:
                 frames = packet.decode()  # the last (empty) packet flushes the decoder
             except error as err:  # with frame threads it surfaces a few packets late
                 where = "at the start" if time is None else f"after {time:.3f} s"
-                self.corrupt.append(f"a frame {where} could not be decoded ({_reason(err)})")
+                self._skipped(f"a frame {where} could not be decoded ({_reason(err)})")
                 continue
             for frame in frames:
                 time = self._seconds(frame.pts, time)
@@ -274,7 +281,7 @@ class GifSource(FrameSource):
                 self._image.seek(index)
                 rgb = np.asarray(self._image.convert("RGB"))
             except (OSError, EOFError, ValueError) as err:
-                self.corrupt.append(f"frame {index} skipped ({err})")
+                self._skipped(f"frame {index} skipped ({err})")
                 continue
             yield time_ms / 1000, rgb
             time_ms += _gif_delay_ms(self._image)
@@ -311,7 +318,7 @@ class FolderSource(FrameSource):
             try:
                 rgb = np.asarray(read_image(path))
             except ImageError as err:
-                self.corrupt.append(f"frame {index} skipped ({err})")
+                self._skipped(f"frame {index} skipped ({err})")
                 continue
             _check_size(rgb, self.info, path.name)
             yield float(index / self.info.rate), rgb
