@@ -110,3 +110,9 @@ def test_is_video_path(tmp_path):
     (tmp_path / "clip.mp4").write_bytes(b"")
     assert is_video_path(tmp_path / "anim.gif") and is_video_path(tmp_path / "clip.mp4")
     assert not is_video_path(tmp_path / "still.gif") and not is_video_path(tmp_path / "a.png")
+
+
+def test_start_past_the_end_of_a_file(seg, tmp_path):
+    path = write_video(tmp_path / "clip.mp4", moving_square(5))
+    message = _one_line_error(lambda: seg.segment_video(path, start=3.0), "past the end")
+    assert "0.20 s long" in message

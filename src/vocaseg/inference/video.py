@@ -75,7 +75,7 @@ class VideoSegmentation(Iterator[VideoFrameResult]):
             self.source.close()
             raise VideoError(
                 f"start {self.start:g} s is past the end of {self.info.source} "
-                f"({self.info.duration:.2f} s long); pass an earlier --start"
+                f"({self.info.duration:.2f} s long); pass an earlier start time"
             )
         self.expected_frames = self.info.frames_between(self.start, end)
         self._results = self._generate()

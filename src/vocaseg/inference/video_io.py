@@ -80,7 +80,7 @@ class VideoInfo:
         if length is None and self.frame_count is not None:
             length = self.frame_count / self.rate
         if length is None:
-            return None if end is None else max(0, math.ceil((end - start) * self.rate - _TIME_EPS))
+            return None
         stop = length if end is None else min(end, length)
         count = max(0, math.ceil((stop - start) * self.rate - _TIME_EPS))
         return count if self.frame_count is None else min(count, self.frame_count)

@@ -127,7 +127,7 @@ def write_video_outputs(
         if count == 0:
             raise VideoError(
                 f"no frames of {info.source} lie between {frames.start:g} s and "
-                f"{'the end' if end is None else f'{end:g} s'}; check --start/--end"
+                f"{'the end' if end is None else f'{end:g} s'}; check the start and end times"
             )
         writer.close()
         summary = _summary(frames, writer, paths, area_sum / count, count, segmenter, record)
