@@ -6,7 +6,7 @@ the same frames segmented as images.
   with the frame count. A tiny random MaskCLIP keeps 1,000 frames quick (the model's share of the
   memory does not depend on the video's length).
 - ``speed``: frames/s of ``write_video_outputs`` on an MP4 vs ``vocaseg segment`` (the image
-  command, run in-process with the same model) on the same decoded frames saved as PNG files;
+  command, run in-process on the same model object) on the same decoded frames saved as PNG files;
   and, without any writing, iterating ``Segmenter.segment_video`` on the MP4 vs
   ``Segmenter.predict_arrays`` on the already-decoded frames in batches of the same size. Runs
   are interleaved (the order alternates each round); medians reported; ratio = video frames/s /
@@ -127,8 +127,8 @@ def memory(args: argparse.Namespace, work: Path) -> None:
 
 
 def speed(args: argparse.Namespace, work: Path) -> None:
+    from vocaseg.cli import segment as segment_command
     from vocaseg.cli.main import main as cli_main
-    from vocaseg.inference.segmenter import Segmenter
     from vocaseg.inference.video_outputs import write_video_outputs
 
     video = write_mp4(work / "s.mp4", args.frames, args.height, args.width)
@@ -169,7 +169,9 @@ def speed(args: argparse.Namespace, work: Path) -> None:
         ("no writing: segment_video vs predict_arrays", video_iterate, arrays_batched),
     ]
     times: dict[str, list[float]] = {}
-    with mock.patch.object(Segmenter, "from_pretrained", return_value=segmenter):
+    # the image command builds its Segmenter around this model (the text embeddings come from
+    # the process-wide cache, as the vocabulary is the same)
+    with mock.patch.object(segment_command, "resolve_model", return_value=segmenter.model):
         for round_ in range(args.repeats):
             for _, video_fn, image_fn in pairs:
                 order = (video_fn, image_fn) if round_ % 2 == 0 else (image_fn, video_fn)
