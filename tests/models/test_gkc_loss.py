@@ -132,3 +132,12 @@ def test_every_term_falls_on_a_batch_the_model_can_fit(tmp_path):
         first = sum(h[term] for h in history[:3]) / 3
         last = sum(h[term] for h in history[-3:]) / 3
         assert last < 0.8 * first, term
+
+
+def test_parameters_no_loss_reads_are_not_trained(tmp_path):
+    for settings in ({}, {"kd_weight": 0.0}, {"kd_form": "paper"}):
+        model, batch = _model_and_batch(tmp_path / str(len(settings)) / str(settings), **settings)
+        model.loss(batch, model.forward_train(batch))["loss"].backward()
+        for name, param in model.named_parameters():
+            if param.requires_grad:  # what DDP reduces must take part in every step's graph
+                assert param.grad is not None, (settings, name)

@@ -230,6 +230,11 @@ class GKC(SegmentationModel):
         self.non_object_embedding = nn.Parameter(torch.randn(1, dim) * clip_cfg.text_width**-0.5)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         self.text_kd_logit_scale = nn.Parameter(torch.tensor(1.0))
+        # Parameters no loss reads stay out of the optimiser (and of DDP's gradient reduction).
+        if cfg.kd_weight == 0:
+            self.kd_proj.requires_grad_(False)
+        if cfg.kd_weight == 0 or cfg.kd_form != "released":
+            self.text_kd_logit_scale.requires_grad_(False)
         if cfg.pixel_stats == "imagenet":
             mean, std = IMAGENET_MEAN, IMAGENET_STD
         else:
