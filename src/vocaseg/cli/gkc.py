@@ -1,5 +1,5 @@
 """``vocaseg gkc build-synonyms`` and ``vocaseg gkc score-synonyms``: the text-diversification data
-of GKC (Han et al., ICCV 2023, §3.2; docs/methods/gkc.md).
+of GKC (Han et al., ICCV 2023, "Text Diversification"; docs/methods/gkc.md).
 
     vocaseg gkc build-synonyms -o synonyms.json           # raw WordNet lists (needs nltk + wordnet)
     vocaseg gkc score-synonyms -o scores.json --data-root data/ --weights ViT-B/32

@@ -1,5 +1,5 @@
 """The ``gkc_panoptic`` training pipeline of GKC (Han et al., "Global Knowledge Calibration for Fast
-Open-Vocabulary Segmentation", ICCV 2023, §3.2 "Text Diversification" and implementation details).
+Open-Vocabulary Segmentation", ICCV 2023, "Text Diversification" and implementation details).
 
 COCO panoptic (``data.dataset: coco_panoptic``; ``data.root`` / ``data.layout`` as for
 :func:`vocaseg.data.panoptic.load_panoptic`) through :func:`panoptic_training_sample`: one mask and

@@ -1,5 +1,5 @@
 """Offline per-instance synonym scores for GKC's text diversification (Han et al., ICCV 2023,
-§3.2: S_i = exp(R(Ins_k)·T(w_k^i)) / Σ_j exp(R(Ins_k)·T(w_k^j)); the released ``syn_CLIP_sim.py``).
+"Text Diversification": S_i = exp(R(Ins_k)·T(w_k^i)) / Σ_j exp(R(Ins_k)·T(w_k^j)); the released ``syn_CLIP_sim.py``).
 
 For every non-crowd segment of a COCO panoptic split: the bounding-box crop of the image (not
 masked) through CLIP's preprocessing (short side to the input size, bicubic; centre crop; CLIP

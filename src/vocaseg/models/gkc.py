@@ -8,8 +8,9 @@ CLIP text embeddings, so no CLIP image encoder runs at inference.
 - Head: the deformable-attention pixel decoder and the masked-attention decoder
   (:mod:`.layers.pixel_decoder`, :mod:`.layers.mask_decoder`), 10 prediction points.
 - Classifier: e = Linear(ReLU(class feature)) per point; logit = exp(s)·cos(e, [T; e_∅]).
-- Inference (§3, Mask2Former semantic inference): S_k = Σ_q softmax(logits)_qk · σ(mask_q).
-- Training (§3.2-3.3): Hungarian matching per point, mask BCE + dice, cross-entropy over the
+- Inference (Mask2Former's semantic inference): S_k = Σ_q softmax(logits)_qk · σ(mask_q).
+- Training (method section, "Text Diversification" and "Text-guided Knowledge
+  Distillation"): Hungarian matching per point, mask BCE + dice, cross-entropy over the
   class names and over each image's synonym-rewritten vocabulary (text diversification), and
   text-guided knowledge distillation towards a frozen CLIP ResNet teacher on masked crops
   (:mod:`vocaseg.models.gkc_loss`).
@@ -51,7 +52,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class GKCConfig(InferenceConfig):
-    """GKC settings (Han et al. ICCV 2023 §3-§4; the released configs' values as defaults)."""
+    """GKC settings (Han et al. ICCV 2023, method and implementation details; the
+    released configs' values as defaults)."""
 
     clip: Annotated[Any, "CLIP ResNet: a known name (RN50, RN101) or CLIPConfig fields"] = "RN50"
     backbone_norm: Annotated[

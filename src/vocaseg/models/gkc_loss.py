@@ -1,5 +1,5 @@
 """GKC's training objective at one prediction point (Han et al., "Global Knowledge Calibration for
-Fast Open-Vocabulary Segmentation", ICCV 2023, §3 and implementation details; docs/methods/gkc.md).
+Fast Open-Vocabulary Segmentation", ICCV 2023, method section and implementation details; docs/methods/gkc.md).
 
 Per point: Hungarian matching on the plain 133-name logits and point-sampled mask costs
 (:class:`~vocaseg.models.layers.matcher.HungarianMatcher`), then with those matches

@@ -1,6 +1,6 @@
-"""The two-stage baseline GKC is measured against (Han et al., ICCV 2023, §1 and Table 2: "two-stage"
-methods such as ZegFormer and SimBaseline classify each mask proposal by running CLIP's image
-encoder on a masked crop of it).
+"""The two-stage baseline GKC is measured against (Han et al., ICCV 2023, introduction and
+Table 2: "two-stage" methods such as ZegFormer and SimBaseline classify each mask proposal by
+running CLIP's image encoder on a masked crop of it).
 
 :func:`masked_crops` cuts one CLIP input per proposal out of the model input, all at once with
 ``grid_sample`` (no Python loop over proposals): the proposal's bounding box (sigmoid ≥ 0.5 of its

@@ -1,4 +1,4 @@
-"""CLIP's ModifiedResNet as a dense backbone (GKC, Han et al., ICCV 2023, §3 "Architecture"; the
+"""CLIP's ModifiedResNet as a dense backbone (GKC, Han et al., ICCV 2023, method section; the
 Mask2Former ResNet convention of frozen BatchNorm, Cheng et al., CVPR 2022, appendix A).
 
 :func:`resnet_backbone` gives the student backbone of a CLIP ResNet image tower: a copy of the
