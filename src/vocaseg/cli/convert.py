@@ -2,6 +2,8 @@
 
 - ``zegclip``: a released ZegCLIP checkpoint (or one trained with the official TagCLIP code),
   :mod:`vocaseg.models.convert_zegclip`; ``--clip`` names the CLIP for the text tower.
+- ``gkc``: a checkpoint in the released GKC layout (:mod:`vocaseg.models.convert_gkc`);
+  ``--clip`` names the CLIP whose text tower the checkpoint's ``text_encoder`` must equal.
 - ``model-folder``: re-write a model folder, e.g. ``--self-contained`` for offline deployment
   (the frozen CLIP tensors copied in, so no reference needs to resolve where it runs).
 
@@ -12,15 +14,16 @@ from __future__ import annotations
 
 import argparse
 
-FORMATS = ("zegclip", "model-folder")
+FORMATS = ("zegclip", "gkc", "model-folder")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "convert",
         help="convert a released checkpoint of another code base into a vocaseg model folder",
-        description="Convert an official ZegCLIP/TagCLIP checkpoint (mmcv .pth) into a model "
-        "folder for 'vocaseg eval', 'vocaseg segment' and warm starts.",
+        description="Convert an official ZegCLIP/TagCLIP checkpoint (mmcv .pth) or a checkpoint "
+        "in the released GKC layout (detectron2 .pth) into a model folder for 'vocaseg eval', "
+        "'vocaseg segment' and warm starts.",
     )
     parser.add_argument("format", choices=FORMATS, help="what the source is")
     parser.add_argument("checkpoint", help="the released .pth file, or a model folder")
@@ -60,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = dict((".".join(keys), value) for keys, value in map(parse_override, args.overrides))
     if args.format == "model-folder":
         return _refolder(args, overrides)
+    if args.format == "gkc":
+        return _gkc(args, overrides)
     from vocaseg.models.convert_zegclip import convert_checkpoint
 
     _refuse_existing(args)
@@ -82,6 +87,31 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"warning: {len(report.frozen_mismatches)} frozen tensors differ from --clip: "
             + ", ".join(report.frozen_mismatches[:8])
+        )
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _gkc(args: argparse.Namespace, overrides: dict) -> int:
+    from vocaseg.models.convert_gkc import convert_checkpoint
+
+    _refuse_existing(args)
+    _, report = convert_checkpoint(
+        args.checkpoint,
+        args.output,
+        clip_weights=args.clip,
+        allow_pickle=args.allow_pickle,
+        overwrite=args.overwrite,
+        self_contained=args.self_contained,
+        **overrides,
+    )
+    print(f"method: gkc  config: {report.config}")
+    print(f"text tower: {report.text_tower}")
+    print(f"dropped {len(report.dropped)} tensors (teacher, buffers, unused heads)")
+    if report.unfilled:
+        print(
+            f"left at their initial values ({len(report.unfilled)}, training-only): "
+            + ", ".join(report.unfilled[:8])
         )
     print(f"wrote {args.output}")
     return 0

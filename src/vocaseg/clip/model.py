@@ -440,9 +440,16 @@ class CLIP(nn.Module):
             std = pool.c_proj.in_features**-0.5
             for linear in (pool.q_proj, pool.k_proj, pool.v_proj, pool.c_proj):
                 nn.init.normal_(linear.weight, std=std)
-            for name, param in self.visual.named_parameters():
-                if name.endswith("bn3.weight"):
-                    nn.init.zeros_(param)
+            # Zero-init of each bottleneck's last BN (the residual branches), not the stem's bn3.
+            for stage in (
+                self.visual.layer1,
+                self.visual.layer2,
+                self.visual.layer3,
+                self.visual.layer4,
+            ):
+                for name, param in stage.named_parameters():
+                    if name.endswith("bn3.weight"):
+                        nn.init.zeros_(param)
         width, layers = cfg.text_width, cfg.text_layers
         proj_std = width**-0.5 * (2 * layers) ** -0.5
         attn_std = width**-0.5
