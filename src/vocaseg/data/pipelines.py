@@ -18,6 +18,8 @@ Pipelines:
   and TagCLIP: ``inductive`` maps seen ids to their position in the seen list and unseen ids to
   ignore in ``label``, and adds the unmasked ``label_full`` only when the model lists it in
   ``train_needs()``; ``transductive`` and ``supervised`` keep dataset ids.
+- ``image_folder`` (:mod:`vocaseg.data.distillation`): unlabelled images of any folder with
+  multi-scale teacher targets, cached or computed online (ZeroSeg).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ if TYPE_CHECKING:
     from vocaseg.engine.train_config import TrainConfig
 
 # Modules that register the built-in pipelines when imported.
-_PIPELINE_MODULES = ["vocaseg.data.pipelines"]
+_PIPELINE_MODULES = ["vocaseg.data.pipelines", "vocaseg.data.distillation"]
 
 
 class SampleSource(Protocol):

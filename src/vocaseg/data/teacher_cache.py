@@ -133,6 +133,12 @@ def _read_manifest(root: Path) -> dict[str, Any] | None:
     return manifest
 
 
+def is_complete(root: str | os.PathLike) -> bool:
+    """Whether ``root`` holds a finished cache (its manifest says so); False for none at all."""
+    manifest = _read_manifest(Path(root))
+    return bool(manifest and manifest.get("complete"))
+
+
 def _shard_ok(root: Path, shard: int, rows: int, views: int) -> bool:
     """Whether the shard file exists with the expected header (a cheap check, no data read)."""
     path = shard_path(root, shard)
