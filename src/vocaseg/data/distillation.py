@@ -39,8 +39,14 @@ from vocaseg.config import from_dict
 from vocaseg.data.batch import TrainSpec
 from vocaseg.data.image_folder import ImageFolderSource, list_images, paths_sha256
 from vocaseg.data.pipelines import PipelineContext, TrainData, register_pipeline
-from vocaseg.data.teacher_cache import TeacherCache, build_teacher_cache, is_complete
+from vocaseg.data.teacher_cache import (
+    CacheBuildReport,
+    TeacherCache,
+    build_teacher_cache,
+    is_complete,
+)
 from vocaseg.data.teacher_views import MultiScaleCropTeacher, ViewSpec
+from vocaseg.dist import DistInfo
 from vocaseg.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -142,8 +148,8 @@ def prepare_image_folder(
     mode) unless a finished one for this setup is there. Every process builds its shards."""
     options = _options(cfg)
     root = _root(cfg)
-    if options.synthetic_images > 0 and not (root.is_dir() and list_images(root)):
-        if context.dist.is_main:
+    if options.synthetic_images > 0:
+        if context.dist.is_main and not list_images(root):
             from vocaseg.data.synthetic import make_image_folder
 
             make_image_folder(root, options.synthetic_images, seed=cfg.run.seed)
@@ -157,30 +163,54 @@ def prepare_image_folder(
     if is_complete(cache_root):
         _open_cache(cache_root, images, teacher)  # refuses a cache built otherwise
         return
-    dist = context.dist
-    build = {
-        "shard_size": options.shard_size,
-        "batch_size": options.cache_batch_size,
-        "num_workers": cfg.data.num_workers
+    report = build_cache_on_all_processes(
+        cache_root,
+        images,
+        teacher,
+        dist=context.dist,
+        device=context.device,
+        shard_size=options.shard_size,
+        batch_size=options.cache_batch_size,
+        num_workers=cfg.data.num_workers
         if options.cache_workers is None
         else options.cache_workers,
-        "device": context.device,
-    }
+        progress=cfg.logging.progress,
+    )
+    if context.dist.is_main:
+        print(report.summary())
+
+
+def build_cache_on_all_processes(
+    root: Path,
+    images: ImageFolderSource,
+    teacher: MultiScaleCropTeacher,
+    *,
+    dist: DistInfo,
+    device: torch.device,
+    shard_size: int,
+    batch_size: int,
+    num_workers: int,
+    progress: bool,
+) -> CacheBuildReport:
+    """Every process embeds its share of the shards; after a barrier the main process completes
+    the manifest if the last shard was another process's (call it on every process)."""
+    options = {"shard_size": shard_size, "batch_size": batch_size, "device": device}
     report = build_teacher_cache(
-        cache_root,
+        root,
         images,
         teacher,
         rank=dist.rank,
         world_size=dist.world_size,
-        progress=dist.is_main and cfg.logging.progress,
-        **build,
+        num_workers=num_workers,
+        progress=progress and dist.is_main,
+        **options,
     )
-    if dist.is_main:
-        print(report.summary())
-    if not report.complete:  # other processes were still writing their shards
-        D.barrier()
-        if dist.is_main:
-            build_teacher_cache(cache_root, images, teacher, progress=False, **build)
+    D.barrier()
+    if dist.is_main and not report.complete:  # nothing left to embed: writes the manifest
+        report.complete = build_teacher_cache(
+            root, images, teacher, progress=False, **options
+        ).complete
+    return report
 
 
 class DistillationSource:
