@@ -17,6 +17,7 @@ from vocaseg.engine.train_config import parse_train_config
 from vocaseg.engine.trainer import load_initial_weights
 from vocaseg.errors import CheckpointError, ConfigError
 from vocaseg.inference.predict import predict_scores
+from vocaseg.models.layers.group_scoring import segment_onehot
 from vocaseg.models.layers.mae import MaeDecoder, MaeEncoder
 from vocaseg.models.registry import create_model, get_entry
 from vocaseg.text.vocab import Vocabulary
@@ -225,8 +226,10 @@ def test_forward_matches_the_groupvit_protocol_written_out(topk):
         out = model(images, text)
     assert out.shape == (1, 7, 32, 48)
     torch.testing.assert_close(out, _reference_scores(model, images, text, topk))
-    one_class = out[0, :-1].gt(0).sum(0)
-    assert (one_class >= 1).all()  # every pixel belongs to exactly one segment, which scores
+    with torch.no_grad():
+        head, encoded = model.segments(images)
+    onehot = segment_onehot([a.soft for a in head.assignments], encoded.grid, (32, 48))
+    assert onehot.shape == (1, 4, 32, 48) and torch.equal(onehot.sum(1), torch.ones(1, 32, 48))
 
 
 def _groupvit_window(model, window: torch.Tensor, text: torch.Tensor, thd: float) -> torch.Tensor:
