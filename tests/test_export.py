@@ -53,6 +53,7 @@ def test_onnx_runtime_matches_pytorch(model, tmp_path):
     assert text.shape == (4, 32)  # one row per query: sofa and couch apart
     assert np.allclose(text, model.encode_vocabulary(vocab).numpy())
     assert record["input_size"] == [48, 64]
+    assert not model.training  # export leaves the model in eval mode
     torch.manual_seed(1)
     _parity(model, path, text, (48, 64))
 

@@ -125,7 +125,7 @@ def export_onnx(
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(
-            ImagePath(model),
+            ImagePath(model).eval(),  # a new module is in train mode; export restores it
             (images, text),
             str(tmp),
             input_names=INPUT_NAMES,

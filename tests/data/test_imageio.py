@@ -3,6 +3,10 @@ file, its size, the limit and ``--max-pixels``), never PIL's DecompressionBombEr
 
 from __future__ import annotations
 
+import contextlib
+import os
+from pathlib import Path
+
 import pytest
 from layouts import png_header, rgb, save_image
 from PIL import Image
@@ -54,3 +58,33 @@ def test_invalid_limits_are_refused(value, pixel_limit):
 def test_a_folder_is_not_an_image(tmp_path):
     with pytest.raises(DatasetError, match="is a folder, not an image file"):
         read_image(tmp_path)
+
+
+def _handles_on(path) -> int:
+    fds = Path("/proc/self/fd")
+    target = str(Path(path).resolve())
+    count = 0
+    for fd in fds.iterdir():
+        with contextlib.suppress(OSError):
+            count += os.readlink(fd) == target
+    return count
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc (Linux)")
+@pytest.mark.parametrize("reader", [read_image, read_label])
+def test_failed_decodes_close_the_file(tmp_path, reader, pixel_limit):
+    whole = tmp_path / "whole.png"
+    Image.new("L", (64, 64), 7).save(whole)
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(whole.read_bytes()[:-40])  # header fine, pixel data cut
+    big = tmp_path / "big.png"
+    big.write_bytes(png_header(5000, 5000))
+    set_max_pixels(10_000_000)
+    kept = []  # the errors stay alive (their tracebacks too), as a caller logging them keeps them
+    for path in (truncated, big):
+        for _ in range(3):
+            try:
+                reader(path)
+            except DatasetError as err:
+                kept.append(err)
+        assert len(kept) % 3 == 0 and _handles_on(path) == 0, path.name

@@ -16,10 +16,10 @@ from vocaseg.data.teacher_cache import (
     TeacherCache,
     build_teacher_cache,
     shard_path,
-    teacher_fingerprint,
 )
 from vocaseg.data.teacher_views import MultiScaleCropTeacher, ViewSpec
 from vocaseg.errors import DatasetError
+from vocaseg.hashing import tensors_sha256
 
 SPEC = ViewSpec(size=16)
 SHA = "a" * 64
@@ -60,7 +60,7 @@ def _build(root, folder, teacher, spec=SPEC, sha=SHA, **kwargs):
 @pytest.mark.parametrize("crop_source", ["student", "native"])
 def test_cached_targets_equal_online_targets(tmp_path, folder, tiny_vit_clip, crop_source):
     spec = ViewSpec(size=32, crop_source=crop_source)
-    sha = teacher_fingerprint(tiny_vit_clip.visual)
+    sha = tensors_sha256(tiny_vit_clip.visual.state_dict())
     report = _build(tmp_path / "cache", folder, tiny_vit_clip.encode_image, spec=spec, sha=sha)
     assert report.complete and report.images_computed == 7
     cache = TeacherCache(tmp_path / "cache", {"name": "toy", "sha256": sha}, spec.record())
@@ -168,6 +168,8 @@ def test_other_teacher_or_view_set_is_refused_in_one_line(tmp_path, folder):
         _build(root, folder, counting, sha="c" * 64)
     assert counting.views == 0
     TeacherCache(root, teacher={"name": "toy", "sha256": SHA}, views=SPEC.record())  # fits
+    # The same weights under another name (a file path instead of a known name) fit as well.
+    TeacherCache(root, teacher={"name": "/weights/toy.pt", "sha256": SHA}, views=SPEC.record())
 
 
 def test_unreadable_images_are_listed_and_refused(tmp_path, folder):

@@ -17,7 +17,11 @@ import pytest
 import torch
 
 from vocaseg.data.pipelines import PipelineContext, get_pipeline
-from vocaseg.data.synthetic import make_coco_panoptic_dataset, make_shapes_dataset
+from vocaseg.data.synthetic import (
+    make_coco_panoptic_dataset,
+    make_image_folder,
+    make_shapes_dataset,
+)
 from vocaseg.engine.train_config import parse_train_config
 from vocaseg.inference.predict import predict_scores
 from vocaseg.inference.segmenter import Segmenter
@@ -177,10 +181,16 @@ def _panoptic_data(root: Path) -> dict:
     return {"dataset": "coco_panoptic", "root": str(root), "split": "train"}
 
 
+def _image_folder_data(root: Path) -> dict:
+    make_image_folder(root, num_images=4, sizes=((40, 48), (48, 40)), seed=0)
+    return {"root": str(root)}
+
+
 #: Training pipeline -> writer of a tiny synthetic dataset it reads (returns the data: section).
 SYNTHETIC_DATA: dict[str, Callable[[Path], dict]] = {
     "semantic": _semantic_data,
     "gkc_panoptic": _panoptic_data,
+    "image_folder": _image_folder_data,
 }
 
 

@@ -46,6 +46,29 @@ def test_mean_mode_matches_direct_computation(tiny_vit_clip, tmp_path):
     assert embedder.encoder_calls == -(-75 // 7)  # ceil: batches of 7
 
 
+def test_groupvit_aggregation_averages_raw_embeddings(tiny_vit_clip, tmp_path):
+    """template_agg="groupvit": mean of the unnormalised template embeddings, then normalised;
+    it differs from CLIP's rule and has its own cache entries."""
+    prompts = [t.format("cat") for t in get_templates("coco15")]
+    with torch.no_grad():
+        raw = tiny_vit_clip.encode_text(tokenize(prompts))  # [T, D]
+    expected = F.normalize(raw.mean(dim=0), dim=-1)
+    groupvit = TextEmbedder(tiny_vit_clip, "coco15", template_agg="groupvit", cache_dir=tmp_path)
+    out = groupvit.embed(["cat"])[0]
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+    clip_rule = TextEmbedder(tiny_vit_clip, "coco15", cache_dir=tmp_path).embed(["cat"])[0]
+    assert not torch.allclose(clip_rule, out, atol=1e-4)
+    torch.testing.assert_close(
+        clip_rule, reference(tiny_vit_clip, "cat", "coco15"), atol=1e-5, rtol=0
+    )
+    clear_memory_cache()
+    again = TextEmbedder(tiny_vit_clip, "coco15", template_agg="groupvit", cache_dir=tmp_path)
+    assert torch.equal(again.embed(["cat"])[0], out) and again.encoder_calls == 0  # from disk
+    assert again.settings()["template_agg"] == "groupvit"
+    with pytest.raises(ConfigError, match="template_agg"):
+        TextEmbedder(tiny_vit_clip, template_agg="max")
+
+
 def test_first_joined_and_query_modes(tiny_vit_clip):
     def embedder(mode: str) -> TextEmbedder:
         return TextEmbedder(tiny_vit_clip, templates="single", synonym_mode=mode, disk_cache=False)

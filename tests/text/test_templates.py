@@ -12,7 +12,7 @@ def test_set_sizes_and_every_template_has_one_slot():
     sizes = {name: len(templates) for name, templates in TEMPLATE_SETS.items()}
     assert sizes == {
         "single": 1, "voc_single": 1, "coco15": 15, "imagenet80": 80, "maskclip85": 85,
-        "identity": 1,
+        "identity": 1, "subset7": 7,
     }  # fmt: skip
     for templates in TEMPLATE_SETS.values():
         assert len(set(templates)) == len(templates)
@@ -23,6 +23,8 @@ def test_contents_follow_the_specs():
     assert get_templates("single") == ("a photo of a {}.",)
     assert get_templates("voc_single") == ("a photo of a {}",)  # TagCLIP VOC: no period
     assert get_templates("identity") == ("{}",)  # GKC: the name alone
+    subset = get_templates("subset7")  # GroupViT's subset: all from the ImageNet list
+    assert subset[0] == "itap of a {}." and set(subset) <= set(get_templates("imagenet80"))
     imagenet = get_templates("imagenet80")
     assert imagenet[:3] == ("a bad photo of a {}.", "a photo of many {}.", "a sculpture of a {}.")
     assert imagenet[39] == "a photo of a {}." and imagenet[-1] == "a tattoo of the {}."

@@ -21,16 +21,9 @@ from vocaseg.errors import UserError
 
 # Command modules, in the order ``vocaseg --help`` lists them.
 COMMAND_MODULES = [
-    "segment",
-    "train",
-    "eval",
-    "models",
-    "datasets",
-    "convert",
-    "bench",
-    "export",
-    "gkc",
-]
+    "segment", "train", "eval", "models", "datasets", "convert", "bench", "export", "gkc",
+    "zeroseg",
+]  # fmt: skip
 
 
 class _Parser(argparse.ArgumentParser):

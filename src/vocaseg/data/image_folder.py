@@ -11,8 +11,9 @@ Unreadable images are skipped when they are sampled, not in a pre-scan: listing 
 folder is cheap, decoding it all before training is not, and a header-only scan would miss
 truncated files anyway. ``sample(i)`` on an unreadable image warns once, remembers it, and returns
 the next readable image (deterministically, so resumed runs see the same data), with
-``"skipped"`` = how many it passed over; a trainer sums that field across its batches (DataLoader
-workers are separate processes) for the total. The teacher-cache build decodes every image once
+``"skipped"`` = how many it passed over. The warning and the memory of unreadable files are per
+process (DataLoader workers are separate processes); ZeroSeg logs the per-batch count as the
+``skipped`` entry of its loss dict, so it reaches the training log. The teacher-cache build decodes every image once
 and lists the unreadable ones in its manifest with a summary line.
 """
 

@@ -63,14 +63,7 @@ def too_large_message(path: str | os.PathLike, pixels: int | None, limit: int) -
 def _open(path: str | os.PathLike, what: str) -> Image.Image:
     limit = get_max_pixels()
     try:
-        with warnings.catch_warnings():  # PIL warns below its hard limit; the check below decides
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path)
-        pixels = image.width * image.height
-        if limit is not None and pixels > limit:
-            image.close()
-            raise DatasetError(too_large_message(path, pixels, limit))
-        image.load()
+        return _load(path, limit)
     except FileNotFoundError:
         raise DatasetError(f"{what} not found: {path}") from None
     except (
@@ -86,6 +79,21 @@ def _open(path: str | os.PathLike, what: str) -> Image.Image:
         raise DatasetError(
             f"cannot read {what} {path}: {err}; re-download or re-convert it"
         ) from None
+
+
+def _load(path: str | os.PathLike, limit: int | None) -> Image.Image:
+    """Open and decode ``path``; the file is closed again whenever decoding fails."""
+    with warnings.catch_warnings():  # PIL warns below its hard limit; the check below decides
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image = Image.open(path)
+    try:
+        pixels = image.width * image.height
+        if limit is not None and pixels > limit:
+            raise DatasetError(too_large_message(path, pixels, limit))
+        image.load()
+    except BaseException:
+        image.close()
+        raise
     return image
 
 

@@ -19,6 +19,8 @@ Pipelines:
   ignore in ``label``, and adds the unmasked ``label_full`` only when the model lists it in
   ``train_needs()``; ``transductive`` and ``supervised`` keep dataset ids.
 - ``gkc_panoptic``: COCO panoptic instances for GKC (:mod:`vocaseg.data.gkc_pipeline`).
+- ``image_folder`` (:mod:`vocaseg.data.distillation`): unlabelled images of any folder with
+  multi-scale teacher targets, cached or computed online (ZeroSeg).
 """
 
 from __future__ import annotations
@@ -40,7 +42,11 @@ if TYPE_CHECKING:
     from vocaseg.engine.train_config import TrainConfig
 
 # Modules that register the built-in pipelines when imported.
-_PIPELINE_MODULES = ["vocaseg.data.pipelines", "vocaseg.data.gkc_pipeline"]
+_PIPELINE_MODULES = [
+    "vocaseg.data.pipelines",
+    "vocaseg.data.gkc_pipeline",
+    "vocaseg.data.distillation",
+]
 
 
 class SampleSource(Protocol):

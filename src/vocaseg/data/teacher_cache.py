@@ -10,15 +10,15 @@ Layout of a cache folder::
 Image i (in sorted relative-path order) is row i % shard_size of shard i // shard_size. Every
 file is written to a temporary name and renamed, so an interrupted build leaves whole shards
 only; a rerun skips them. Processes split the shards round-robin by (rank, world_size); whichever
-finishes last writes the completed manifest. The manifest records the teacher (name, weights
-SHA-256), the view set, the student preprocessing, the image list (path -> [shard, row] and its
-SHA-256), dtype and counts. A cache built with another teacher or view set is refused with one
+finishes last writes the completed manifest. The manifest records the teacher (its name and the
+SHA-256 of its tensors, ``vocaseg.hashing.tensors_sha256``; only the hash is compared), the view
+set, the student preprocessing, the image list (path -> [shard, row] and its SHA-256), dtype and
+counts. A cache built with another teacher or view set is refused with one
 line, by the writer (no mixing) and by the reader.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -54,16 +54,6 @@ class CacheSource(Protocol):
     def crop_record(self) -> dict[str, Any]: ...
 
 
-def teacher_fingerprint(module: torch.nn.Module) -> str:
-    """SHA-256 over a module's tensors (names, dtypes, shapes, bytes) in key order."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
 def shard_path(root: Path, shard: int, suffix: str = ".npy") -> Path:
     return root / "shards" / f"shard_{shard:05d}{suffix}"
 
@@ -93,11 +83,18 @@ def _describe(value: Any) -> str:
     return json.dumps(value)
 
 
+def _same(key: str, built: Any, wanted: Any) -> bool:
+    """Teachers are the same when their weights are (the name is only how the run called them)."""
+    if key == "teacher" and isinstance(built, dict) and isinstance(wanted, dict):
+        return built.get("sha256") == wanted.get("sha256")
+    return built == wanted
+
+
 def _mismatch(root: Path, built: dict[str, Any], wanted: dict[str, Any]) -> str | None:
     """One-line reason why the cache at ``root`` does not fit ``wanted``, or None."""
     checks = [("teacher", "teacher"), ("views", "view set"), ("preprocess", "student crop")]
     for key, what in checks:
-        if key not in wanted or built.get(key) == wanted[key]:
+        if key not in wanted or _same(key, built.get(key), wanted[key]):
             continue
         have, want = built.get(key), wanted[key]
         if isinstance(have, dict) and isinstance(want, dict) and key != "teacher":
@@ -134,6 +131,12 @@ def _read_manifest(root: Path) -> dict[str, Any] | None:
     if manifest.get("format") != FORMAT:
         raise DatasetError(f"{path} is not a vocaseg teacher-cache manifest; pick an empty folder")
     return manifest
+
+
+def is_complete(root: str | os.PathLike) -> bool:
+    """Whether ``root`` holds a finished cache (its manifest says so); False for none at all."""
+    manifest = _read_manifest(Path(root))
+    return bool(manifest and manifest.get("complete"))
 
 
 def _shard_ok(root: Path, shard: int, rows: int, views: int) -> bool:

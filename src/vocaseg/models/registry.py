@@ -24,7 +24,12 @@ from vocaseg.models.base import SegmentationModel
 from vocaseg.models.towers import Towers, TowerUse, build_towers
 
 # Modules that register the built-in methods when imported.
-_METHOD_MODULES = ["vocaseg.models.maskclip", "vocaseg.models.tagclip", "vocaseg.models.gkc"]
+_METHOD_MODULES = [
+    "vocaseg.models.maskclip",
+    "vocaseg.models.tagclip",
+    "vocaseg.models.gkc",
+    "vocaseg.models.zeroseg",
+]
 
 Builder = Callable[[Any, "Towers | None"], SegmentationModel]
 TowerSpec = dict[str, TowerUse] | Callable[[Any], dict[str, TowerUse]]

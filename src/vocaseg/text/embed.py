@@ -38,6 +38,10 @@ from vocaseg.text.vocab import Vocabulary
 #: (``embed_queries``) and reduce over each class's names after scoring.
 SYNONYM_MODES = ("mean", "first", "joined", "max_prob", "max_logit")
 CLASS_MODES = ("mean", "first", "joined")
+#: How a name's per-template embeddings become one: ``clip`` L2-normalises each, averages and
+#: renormalises (CLIP's prompt ensembling); ``groupvit`` averages the raw embeddings, then
+#: normalises (GroupViT's ``build_text_embedding``).
+TEMPLATE_AGGREGATIONS = ("clip", "groupvit")
 
 # (text weights id, templates id, name) -> unit-norm ensemble embedding [D], fp32 on the CPU.
 _MEMORY: dict[tuple[str, str, str], Tensor] = {}
@@ -73,7 +77,8 @@ class TextEmbedder:
     """Encode class names with a CLIP text tower and a template set; cache every name's embedding.
 
     ``clip`` needs ``encode_text(tokens[N, L]) -> [N, D]`` (L up to the context length),
-    ``config.context_length`` and ``token_embedding`` (for the device). ``weights_id`` names the
+    ``config.context_length`` and ``token_embedding`` (for the device). ``template_agg`` is one of
+    :data:`TEMPLATE_AGGREGATIONS`. ``weights_id`` names the
     text weights in cache keys (default: :func:`text_weights_id`, computed on first use; the weights
     are assumed frozen from then on). ``cache_dir`` defaults to :func:`default_cache_dir`;
     ``disk_cache=False`` keeps embeddings in memory only. ``encoder_calls`` counts ``encode_text``
@@ -85,6 +90,7 @@ class TextEmbedder:
         clip: nn.Module,
         templates: str | Sequence[str] = "imagenet80",
         synonym_mode: str = "mean",
+        template_agg: str = "clip",
         batch_size: int = 256,
         cache_dir: str | os.PathLike | None = None,
         weights_id: str | None = None,
@@ -94,12 +100,20 @@ class TextEmbedder:
             raise ConfigError(
                 f"unknown synonym_mode {synonym_mode!r}; choose one of {', '.join(SYNONYM_MODES)}"
             )
+        if template_agg not in TEMPLATE_AGGREGATIONS:
+            raise ConfigError(
+                f"unknown template_agg {template_agg!r}; choose one of "
+                f"{', '.join(TEMPLATE_AGGREGATIONS)}"
+            )
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
         self.clip = clip
         self.templates = get_templates(templates)
         self.templates_name = templates if isinstance(templates, str) else "custom"
-        self.templates_id = _sha256("\n".join(self.templates))
+        self.template_agg = template_agg
+        # Cache key of (templates, aggregation); CLIP's rule keeps the key of the templates alone.
+        suffix = "" if template_agg == "clip" else f"\nagg={template_agg}"
+        self.templates_id = _sha256("\n".join(self.templates) + suffix)
         self.synonym_mode = synonym_mode
         self.batch_size = batch_size
         self.cache_dir = None if not disk_cache else Path(cache_dir or default_cache_dir())
@@ -120,6 +134,7 @@ class TextEmbedder:
             "templates_sha256": self.templates_id,
             "num_templates": len(self.templates),
             "synonym_mode": self.synonym_mode,
+            "template_agg": self.template_agg,
             "text_weights": self.weights_id,
         }
 
@@ -189,7 +204,9 @@ class TextEmbedder:
                 batch = order[start : start + self.batch_size]
                 width = max(lengths[i] for i in batch)  # causal: padding after EOT is never seen
                 out = self.clip.encode_text(tokens[batch, :width].to(device))
-                out = F.normalize(out.float(), dim=-1).cpu()  # [b, D]
+                out = out.float().cpu()  # [b, D]
+                if self.template_agg == "clip":
+                    out = F.normalize(out, dim=-1)
                 for i, row in zip(batch, out):
                     features[i] = row
                 self.encoder_calls += 1
@@ -245,6 +262,7 @@ def _as_vocabulary(vocabulary: Vocabulary | Sequence[str | Sequence[str]]) -> Vo
 
 __all__ = [
     "SYNONYM_MODES",
+    "TEMPLATE_AGGREGATIONS",
     "TextEmbedder",
     "clear_memory_cache",
     "default_cache_dir",

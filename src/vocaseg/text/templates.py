@@ -4,6 +4,8 @@ Sources: specs/maskclip.md §5 (``single``, ``imagenet80``, ``maskclip85``) and 
 (``voc_single``, ``coco15``). ``imagenet80`` is OpenAI's ImageNet prompt-engineering list in its
 standard order; ``maskclip85`` appends MaskCLIP's five scene templates to it. ``identity`` feeds
 the class name alone (GKC encodes names verbatim; GroupViT's ``identity`` template set).
+``subset7`` is GroupViT's seven-template subset of the ImageNet list (NVlabs/GroupViT
+``datasets/imagenet_template.py``, ``sub_imagenet_template``), an option for ZeroSeg.
 
 Public: ``TEMPLATE_SETS`` (name -> tuple of templates), ``get_templates(name_or_list)``.
 """
@@ -130,6 +132,15 @@ TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
     "imagenet80": IMAGENET80,
     "maskclip85": IMAGENET80 + MASKCLIP_SCENE,
     "identity": ("{}",),
+    "subset7": (
+        "itap of a {}.",
+        "a bad photo of a {}.",
+        "a origami {}.",
+        "a photo of the large {}.",
+        "a {} in a video game.",
+        "art of the {}.",
+        "a photo of the small {}.",
+    ),
 }
 
 

@@ -1,14 +1,12 @@
-"""MAE pieces: random masking, patchify order, encoder/decoder shapes and names, MAE checkpoint
-loading (encoder only and encoder + decoder)."""
+"""MAE pieces: random masking, patchify order, encoder/decoder shapes, initialisation and names
+(loading MAE checkpoints into ZeroSeg is tested in tests/models/test_zeroseg.py)."""
 
 import pytest
 import torch
 
-from vocaseg.errors import CheckpointError
 from vocaseg.models.layers.mae import (
     MaeDecoder,
     MaeEncoder,
-    load_mae_state_dict,
     patchify,
     random_masking,
     unpatchify,
@@ -108,49 +106,3 @@ def test_state_dict_names_are_mae_names():
     assert "decoder_norm.weight" in decoder.state_dict()
     assert not set(encoder.state_dict()) & set(decoder.state_dict())
     assert not any(p.requires_grad for p in [encoder.pos_embed, decoder.decoder_pos_embed])
-
-
-def _mae_checkpoint(with_decoder: bool) -> dict:
-    """An MAE-layout checkpoint as MAE saves it: {"model": flat state dict}."""
-    torch.manual_seed(1)
-    encoder, decoder = _tiny()
-    state = dict(encoder.state_dict())
-    if with_decoder:
-        state.update(decoder.state_dict())
-    state["head.weight"] = torch.zeros(10, 32)  # a fine-tuned classifier: not ours
-    return {"model": state, "epoch": 799}
-
-
-def test_load_encoder_and_decoder_checkpoint():
-    checkpoint = _mae_checkpoint(with_decoder=True)
-    torch.manual_seed(2)
-    encoder, decoder = _tiny()
-    report = load_mae_state_dict(checkpoint, encoder, decoder)
-    assert report.left_at_init == []
-    assert report.unexpected == ["head.weight"]
-    for module in (encoder, decoder):
-        for key, value in module.state_dict().items():
-            assert torch.equal(value, checkpoint["model"][key]), key
-    assert "loaded" in report.summary() and "ignored: 1" in report.summary()
-
-
-def test_load_encoder_only_checkpoint_leaves_decoder_at_init():
-    checkpoint = _mae_checkpoint(with_decoder=False)
-    torch.manual_seed(2)
-    encoder, decoder = _tiny()
-    before = {k: v.clone() for k, v in decoder.state_dict().items()}
-    report = load_mae_state_dict(checkpoint, encoder, decoder)
-    assert set(report.left_at_init) == set(decoder.state_dict())
-    assert all(torch.equal(decoder.state_dict()[k], v) for k, v in before.items())
-    assert torch.equal(encoder.cls_token, checkpoint["model"]["cls_token"])
-    assert f"left at init: {len(before)}" in report.summary()
-
-
-def test_load_refuses_wrong_shapes_and_foreign_dicts():
-    encoder, decoder = _tiny()
-    wide = MaeEncoder(img_size=64, patch_size=16, dim=64, depth=1, num_heads=4)
-    with pytest.raises(CheckpointError, match="cls_token has shape") as err:
-        load_mae_state_dict(wide.state_dict(), encoder, decoder)
-    assert "\n" not in str(err.value)
-    with pytest.raises(CheckpointError, match="not an MAE checkpoint"):
-        load_mae_state_dict({"visual.conv1.weight": torch.zeros(1)}, encoder)

@@ -5,11 +5,13 @@ CVPR 2022, §3; facebookresearch/mae ``models_mae.py``), as ZeroSeg's student us
 - ``random_masking``: per-sample shuffle, keep the first int(N·(1 − ratio)) tokens;
 - ``patchify`` / ``unpatchify``: images <-> per-patch pixel vectors in (row, col, py, px, channel)
   order, the reconstruction target layout;
-- ``MaeEncoder`` and ``MaeDecoder``: the ViT encoder and the reconstruction decoder, with MAE's
-  state-dict names (encoder: ``patch_embed``, ``cls_token``, ``pos_embed``, ``blocks``, ``norm``;
-  decoder: ``decoder_embed``, ``mask_token``, ``decoder_pos_embed``, ``decoder_blocks``,
-  ``decoder_norm``, ``decoder_pred``; the two sets are disjoint) and MAE's initialisation;
-- ``load_mae_state_dict``: an MAE checkpoint (encoder-only or with the decoder) into both.
+- ``MaeEncoderMixin`` and ``MaeDecoderMixin``: the ViT encoder and the reconstruction decoder,
+  built directly on the module that mixes them in, so MAE's state-dict names stay at its top
+  level (encoder: ``patch_embed``, ``cls_token``, ``pos_embed``, ``blocks``, ``norm``; decoder:
+  ``decoder_embed``, ``mask_token``, ``decoder_pos_embed``, ``decoder_blocks``, ``decoder_norm``,
+  ``decoder_pred``; the two sets are disjoint) and an MAE checkpoint's ``model`` dict loads into
+  it through the weights door (``vocaseg.models.weights``); ``MaeEncoder`` and ``MaeDecoder`` are
+  each alone as a module.
 
 The positional tables are fixed sin-cos buffers (MAE keeps them as frozen parameters); they are in
 the state dict under MAE's names.
@@ -17,13 +19,12 @@ the state dict under MAE's names.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from vocaseg.errors import CheckpointError
 from vocaseg.models.layers.vit import Block, PatchEmbed, resize_pos_embed, sincos_pos_embed_2d
 
 POS_EMBED_RESIZE = ("bicubic", "regenerate")
@@ -92,15 +93,17 @@ class MaskedTokens:
     grid: tuple[int, int]
 
 
-class MaeEncoder(nn.Module):
-    """MAE ViT encoder: patch embedding + fixed sin-cos positions, random masking, cls token,
-    ``depth`` pre-norm blocks, final LayerNorm (LN eps 1e-6, no drop path, as MAE).
+class MaeEncoderMixin:
+    """The MAE ViT encoder's parts and logic, set directly on the module that mixes it in, so
+    their state-dict names (``patch_embed``, ``cls_token``, ``pos_embed``, ``blocks``, ``norm``)
+    stay at that module's top level: patch embedding + fixed sin-cos positions, random masking,
+    cls token, ``depth`` pre-norm blocks, final LayerNorm (LN eps 1e-6, no drop path, as MAE).
 
     At another input size the table is resized bicubically (``pos_embed_resize="bicubic"``) or
     regenerated at the new grid (``"regenerate"``).
     """
 
-    def __init__(
+    def build_encoder(
         self,
         img_size: int = 224,
         patch_size: int = 16,
@@ -112,10 +115,10 @@ class MaeEncoder(nn.Module):
         eps: float = 1e-6,
         pos_embed_resize: str = "bicubic",
     ) -> None:
-        super().__init__()
+        """Create the encoder's parts on ``self`` (an ``nn.Module``) with MAE's initialisation."""
         if pos_embed_resize not in POS_EMBED_RESIZE:
             raise ValueError(f"pos_embed_resize must be one of {POS_EMBED_RESIZE}")
-        self.dim = dim
+        self.encoder_dim = dim
         self.grid_size = img_size // patch_size
         self.pos_embed_resize = pos_embed_resize
         self.patch_embed = PatchEmbed(patch_size, in_chans, dim)
@@ -124,7 +127,8 @@ class MaeEncoder(nn.Module):
         self.register_buffer("pos_embed", table[None])  # [1, 1 + g², D]
         self.blocks = nn.ModuleList(Block(dim, num_heads, mlp_ratio, eps=eps) for _ in range(depth))
         self.norm = nn.LayerNorm(dim, eps=eps)
-        init_mae_weights(self)
+        for part in (self.patch_embed, self.blocks, self.norm):
+            init_mae_weights(part)
         weight = self.patch_embed.proj.weight
         nn.init.xavier_uniform_(weight.view(weight.shape[0], -1))  # as a Linear over C·p·p
         nn.init.normal_(self.cls_token, std=0.02)
@@ -134,11 +138,11 @@ class MaeEncoder(nn.Module):
         if (height, width) == (self.grid_size, self.grid_size):
             return self.pos_embed
         if self.pos_embed_resize == "regenerate":
-            table = sincos_pos_embed_2d(self.dim, height, width)[None]
+            table = sincos_pos_embed_2d(self.encoder_dim, height, width)[None]
             return table.to(self.pos_embed.device, self.pos_embed.dtype)
         return resize_pos_embed(self.pos_embed, self.grid_size, height, width)
 
-    def forward(
+    def encode(
         self, images: Tensor, mask_ratio: float = 0.0, generator: torch.Generator | None = None
     ) -> MaskedTokens:
         """Encode ``images`` [B, 3, H, W] with ``mask_ratio`` of the patches removed.
@@ -162,12 +166,14 @@ class MaeEncoder(nn.Module):
         return MaskedTokens(self.norm(x), mask, ids_restore, grid)
 
 
-class MaeDecoder(nn.Module):
-    """MAE reconstruction decoder: ``decoder_embed`` -> one shared ``mask_token`` per removed patch
-    -> unshuffle -> + fixed sin-cos ``decoder_pos_embed`` -> blocks -> ``decoder_norm`` ->
-    ``decoder_pred`` (p·p·C pixel values per patch), cls dropped."""
+class MaeDecoderMixin:
+    """The MAE reconstruction decoder's parts and logic, set directly on the module that mixes it
+    in (names ``decoder_embed``, ``mask_token``, ``decoder_pos_embed``, ``decoder_blocks``,
+    ``decoder_norm``, ``decoder_pred``): ``decoder_embed`` -> one shared ``mask_token`` per
+    removed patch -> unshuffle -> + fixed sin-cos ``decoder_pos_embed`` -> blocks ->
+    ``decoder_norm`` -> ``decoder_pred`` (p·p·C pixel values per patch), cls dropped."""
 
-    def __init__(
+    def build_decoder(
         self,
         grid_size: int = 14,
         patch_size: int = 16,
@@ -179,7 +185,7 @@ class MaeDecoder(nn.Module):
         mlp_ratio: float = 4.0,
         eps: float = 1e-6,
     ) -> None:
-        super().__init__()
+        """Create the decoder's parts on ``self`` (an ``nn.Module``) with MAE's initialisation."""
         self.decoder_embed = nn.Linear(encoder_dim, dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
         table = sincos_pos_embed_2d(dim, grid_size, grid_size)
@@ -189,10 +195,11 @@ class MaeDecoder(nn.Module):
         )
         self.decoder_norm = nn.LayerNorm(dim, eps=eps)
         self.decoder_pred = nn.Linear(dim, patch_size * patch_size * in_chans)
-        init_mae_weights(self)
+        for part in (self.decoder_embed, self.decoder_blocks, self.decoder_norm, self.decoder_pred):
+            init_mae_weights(part)
         nn.init.normal_(self.mask_token, std=0.02)
 
-    def forward(self, tokens: Tensor, ids_restore: Tensor) -> Tensor:
+    def decode(self, tokens: Tensor, ids_restore: Tensor) -> Tensor:
         """Encoder ``tokens`` [B, 1 + N_vis, D_enc] -> predicted patches [B, N, p·p·C]."""
         x = self.decoder_embed(tokens)  # [B, 1 + N_vis, D_dec]
         batch, visible, dim = x.shape
@@ -210,59 +217,25 @@ class MaeDecoder(nn.Module):
         return self.decoder_pred(self.decoder_norm(x))[:, 1:]
 
 
-@dataclass
-class MaeLoadReport:
-    """What :func:`load_mae_state_dict` did: keys copied, keys of the modules left at their
-    initialisation, and checkpoint keys that belong to neither module (e.g. a classifier head)."""
+class MaeEncoder(MaeEncoderMixin, nn.Module):
+    """The encoder alone as a module: ``forward`` is :meth:`MaeEncoderMixin.encode`."""
 
-    loaded: list[str]
-    left_at_init: list[str]
-    unexpected: list[str]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+        self.build_encoder(*args, **kwargs)
 
-    def summary(self) -> str:
-        def few(keys: list[str]) -> str:
-            return ", ".join(keys[:4]) + (", ..." if len(keys) > 4 else "")
-
-        line = f"loaded {len(self.loaded)} MAE tensors"
-        if self.left_at_init:
-            line += f"; left at init: {len(self.left_at_init)} ({few(self.left_at_init)})"
-        if self.unexpected:
-            line += f"; ignored: {len(self.unexpected)} ({few(self.unexpected)})"
-        return line
+    def forward(
+        self, images: Tensor, mask_ratio: float = 0.0, generator: torch.Generator | None = None
+    ) -> MaskedTokens:
+        return self.encode(images, mask_ratio, generator)
 
 
-def load_mae_state_dict(
-    checkpoint: Mapping[str, object], encoder: MaeEncoder, decoder: MaeDecoder | None = None
-) -> MaeLoadReport:
-    """Copy an MAE state dict (or a checkpoint holding it under ``"model"``) into ``encoder`` and
-    ``decoder``. Encoder-only checkpoints leave the decoder at init; a wrong shape or a dict
-    without any encoder key is a :class:`CheckpointError`."""
-    state = checkpoint.get("model", checkpoint)
-    if not isinstance(state, Mapping):
-        raise CheckpointError("the MAE checkpoint holds no state dict; pass MAE's .pth file")
-    modules = [m for m in (encoder, decoder) if m is not None]
-    targets = {k: (m, v) for m in modules for k, v in m.state_dict().items()}
-    if not any(k in state for k in encoder.state_dict()):
-        raise CheckpointError(
-            f"not an MAE checkpoint: none of its {len(state)} keys (e.g. {next(iter(state), '-')}) "
-            "is an MAE encoder key such as 'blocks.0.attn.qkv.weight'; pass an MAE pretraining file"
-        )
-    per_module: dict[int, dict[str, Tensor]] = {id(m): {} for m in modules}
-    for key, value in state.items():
-        if key not in targets:
-            continue
-        module, current = targets[key]
-        if tuple(value.shape) != tuple(current.shape):
-            raise CheckpointError(
-                f"MAE checkpoint key {key} has shape {tuple(value.shape)}, the model expects "
-                f"{tuple(current.shape)}; build the student with the checkpoint's width/patch/size"
-            )
-        per_module[id(module)][key] = value
-    for module in modules:
-        module.load_state_dict(per_module[id(module)], strict=False)
-    loaded = [k for k in targets if k in state]
-    return MaeLoadReport(
-        loaded=loaded,
-        left_at_init=[k for k in targets if k not in state],
-        unexpected=[k for k in state if k not in targets],
-    )
+class MaeDecoder(MaeDecoderMixin, nn.Module):
+    """The decoder alone as a module: ``forward`` is :meth:`MaeDecoderMixin.decode`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+        self.build_decoder(*args, **kwargs)
+
+    def forward(self, tokens: Tensor, ids_restore: Tensor) -> Tensor:
+        return self.decode(tokens, ids_restore)
