@@ -16,7 +16,17 @@ from vocaseg import __version__
 from vocaseg.errors import UserError
 
 # Command modules, in the order ``vocaseg --help`` lists them.
-COMMAND_MODULES = ["segment", "train", "eval", "models", "datasets", "convert", "bench", "export"]
+COMMAND_MODULES = [
+    "segment",
+    "train",
+    "eval",
+    "models",
+    "datasets",
+    "convert",
+    "bench",
+    "export",
+    "demo",
+]
 
 
 class _Parser(argparse.ArgumentParser):
