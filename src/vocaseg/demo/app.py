@@ -171,6 +171,7 @@ def build_app(
                         type="pil",
                         format="png",
                         interactive=False,
+                        buttons=["download", "fullscreen"],  # no "share" (to Hugging Face)
                         elem_id="overlay",
                     )
                     table = gr.Dataframe(
