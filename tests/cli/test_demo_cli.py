@@ -35,14 +35,16 @@ def test_loads_the_model_and_serves(capsys, monkeypatch, tiny_clip_file):
 
     def fake_launch(app, host, port):
         served.update(app=app, host=host, port=port)
+        app.block_thread = lambda: served.update(blocked=True)  # instead of serving until Ctrl+C
         return f"http://{host}:{port}/"
 
     monkeypatch.setattr(demo_app, "launch", fake_launch)
-    code, _, err = run_cli(
+    code, out, err = run_cli(
         capsys, "demo", "--weights", tiny_clip_file, "--set", "short_side=48", "--port", "7999"
     )
     assert code == 0, err
-    assert (served["host"], served["port"]) == ("127.0.0.1", 7999)
+    assert (served["host"], served["port"], served["blocked"]) == ("127.0.0.1", 7999, True)
+    assert "http://127.0.0.1:7999/" in out
     labels = [getattr(b, "label", None) for b in served["app"].blocks.values()]
     assert "Classes" in labels
 
@@ -51,3 +53,9 @@ def test_missing_weights_is_one_line(capsys, tmp_path):
     pytest.importorskip("gradio", reason="the demo needs Gradio")
     code, _, err = run_cli(capsys, "demo", "--weights", tmp_path / "nope.pt")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "nope.pt" in err, err
+
+
+def test_missing_example_is_one_line(capsys, tmp_path):
+    pytest.importorskip("gradio", reason="the demo needs Gradio")
+    code, _, err = run_cli(capsys, "demo", "--example", tmp_path / "cat.jpg")
+    assert code == 2 and "example image not found" in err and "cat.jpg" in err, err

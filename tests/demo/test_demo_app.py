@@ -73,3 +73,18 @@ def test_segment_event_matches_segmenter(segmenter, tmp_path):
     assert [row[0] for row in table] == ["cat", "dog"] and Path(json_file).is_file()
     *_, message = fn.fn(payload, "", 0.0, "whole image")
     assert message.startswith("Error: the Classes box is empty")
+
+
+def test_busy_port_is_a_user_error(segmenter):
+    import socket
+
+    from vocaseg.demo import launch
+    from vocaseg.errors import UserError
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        app = build_app(segmenter, examples=[])
+        with pytest.raises(UserError, match=f"cannot serve on 127.0.0.1:{port}.*--port"):
+            launch(app, port=port)

@@ -67,7 +67,7 @@ def server(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("GRADIO_TEMP_DIR", str(folder / "gradio"))
         app = build_app(segmenter)
-        url = launch(app, port=_free_port(), block=False)
+        url = launch(app, port=_free_port())
         yield url
         app.close()
 

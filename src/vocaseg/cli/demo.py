@@ -7,10 +7,11 @@ Binds 127.0.0.1 unless ``--host`` says otherwise; nothing is ever shared publicl
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vocaseg.cli.options import add_device_options, add_model_options, model_overrides
-from vocaseg.errors import WeightsNotFoundError
+from vocaseg.errors import UserError, WeightsNotFoundError
 
 if TYPE_CHECKING:
     from vocaseg.inference.segmenter import Segmenter
@@ -48,10 +49,15 @@ def run(args: argparse.Namespace) -> int:
     import_gradio()  # before minutes of model loading: says how to install it if missing
     from vocaseg.demo.app import build_app, launch
 
+    for example in args.example or []:
+        if not Path(example).is_file():
+            raise UserError(f"example image not found: {example} (check the --example path)")
     segmenter = build_segmenter(args)
     source = {"model": args.model, "weights": args.weights}
     app = build_app(segmenter, examples=args.example, source=source)
-    launch(app, host=args.host, port=args.port)
+    url = launch(app, host=args.host, port=args.port)
+    print(f"vocaseg demo: open {url} in a browser (Ctrl+C stops it)", flush=True)
+    app.block_thread()
     return 0
 
 

@@ -217,18 +217,17 @@ def build_app(
     return app.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
 
 
-def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, block: bool = True) -> str:
-    """Serve ``app`` on ``host:port`` (never shared publicly); returns the page's address.
-
-    ``block=False`` returns once the server runs in a background thread (``app.close()`` stops it).
-    """
+def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int = 7860) -> str:
+    """Serve ``app`` on ``host:port`` in a background thread (never shared publicly); returns the
+    page's address. ``app.block_thread()`` waits until Ctrl+C, ``app.close()`` stops the server."""
     try:
         app.launch(
             server_name=host,
             server_port=port,
             share=False,
             inbrowser=False,
-            prevent_thread_lock=not block,
+            prevent_thread_lock=True,
+            quiet=True,
             show_error=False,
             ssr_mode=False,
             mcp_server=False,
