@@ -88,3 +88,17 @@ def test_busy_port_is_a_user_error(segmenter):
         app = build_app(segmenter, examples=[])
         with pytest.raises(UserError, match=f"cannot serve on 127.0.0.1:{port}.*--port"):
             launch(app, port=port)
+
+
+def test_request_folders_are_pruned_after_an_hour(tmp_path):
+    import os
+    import time
+
+    from vocaseg.demo.app import KEEP_SECONDS, request_folder
+
+    old, recent = request_folder(tmp_path), request_folder(tmp_path)
+    (old / "cat_label.png").write_bytes(b"png")
+    stale = time.time() - KEEP_SECONDS - 60
+    os.utime(old, (stale, stale))
+    new = request_folder(tmp_path)
+    assert not old.exists() and recent.is_dir() and new.is_dir() and new != recent

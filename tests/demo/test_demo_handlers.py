@@ -216,3 +216,14 @@ def test_unexpected_errors_are_logged_not_shown(
 def test_vocabulary_errors_keep_their_message():
     with pytest.raises(VocabularyError, match="appears twice"):
         parse_classes("cat, dog, cat")
+
+
+def test_vocabulary_is_encoded_once_across_requests(segmenter, image_file, tmp_path, monkeypatch):
+    calls = []
+    encode = segmenter.model.encode_vocabulary
+    monkeypatch.setattr(
+        segmenter.model, "encode_vocabulary", lambda v: calls.append(v) or encode(v)
+    )
+    for classes in (CLASSES, "dog, cat", CLASSES, "dog, cat"):
+        _answer(segmenter, str(image_file), tmp_path, classes=classes)
+    assert [len(v) for v in calls] == [3, 2]

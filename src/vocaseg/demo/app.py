@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,12 +47,22 @@ EXAMPLE_VOCABULARIES = (
 )
 #: Requests waiting in the queue beyond which new ones are turned away.
 QUEUE_SIZE = 16
+#: Seconds the files of a request are kept (Gradio has copied them into its own cache long before).
+KEEP_SECONDS = 3600
 
 
 def bundled_examples() -> list[Path]:
     """The example photo of a source checkout (``examples/chelsea.png``), if present."""
     photo = Path(__file__).resolve().parents[3] / "examples" / "chelsea.png"
     return [photo] if photo.is_file() else []
+
+
+def request_folder(workdir: Path) -> Path:
+    """A new folder for one request's files; folders older than KEEP_SECONDS are removed."""
+    for old in workdir.iterdir():
+        if time.time() - old.stat().st_mtime > KEEP_SECONDS:
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(dir=workdir))
 
 
 def import_gradio() -> Any:
@@ -127,7 +138,7 @@ def build_app(
                     image,
                     text,
                     DemoSettings.from_widgets(thd, how),
-                    Path(tempfile.mkdtemp(dir=workdir)),
+                    request_folder(workdir),
                     source,
                 )
             )
@@ -143,7 +154,7 @@ def build_app(
                     video,
                     text,
                     DemoSettings.from_widgets(thd, how),
-                    Path(tempfile.mkdtemp(dir=workdir)),
+                    request_folder(workdir),
                 )
             )
             if answer is None:
