@@ -21,8 +21,8 @@ from vocaseg.errors import UserError
 
 # Command modules, in the order ``vocaseg --help`` lists them.
 COMMAND_MODULES = [
-    "segment", "train", "eval", "models", "datasets", "convert", "bench", "export", "gkc",
-    "zeroseg",
+    "segment", "train", "eval", "models", "datasets", "convert", "bench", "export", "demo",
+    "gkc", "zeroseg",
 ]  # fmt: skip
 
 
