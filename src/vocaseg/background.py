@@ -89,17 +89,32 @@ class PromptBackground(BackgroundProtocol):
 
 
 class ThresholdBackground(PromptBackground):
-    """``bg:threshold`` (SCLIP family): low-confidence pixels go to the scored background class."""
+    """``bg:threshold`` (SCLIP family): low-confidence pixels go to the background class, which
+    is scored like any class when the vocabulary names it (a benchmark's "background") and only
+    filled by the rule when it was added for the rule (``Vocabulary.background_scored``)."""
 
     id = "bg:threshold"
 
+    def scored_vocabulary(self, vocabulary: Vocabulary) -> Vocabulary:
+        if vocabulary.background is not None and not vocabulary.background_scored:
+            return vocabulary.without(vocabulary.background)
+        return super().scored_vocabulary(vocabulary)
+
     def apply(self, scores: Tensor, vocabulary: Vocabulary) -> Tensor:
         background = self._background(vocabulary)
+        if not vocabulary.background_scored:
+            scores = _insert_channel(scores, background)
         if self.area_thd > 0:
             scores = drop_small_classes(scores, self.area_thd, background)
         if self.prob_thd > 0:
             scores = set_background_where(scores, background, scores.amax(1) < self.prob_thd)
         return scores
+
+
+def _insert_channel(scores: Tensor, index: int) -> Tensor:
+    """[B, K-1, H, W] -> [B, K, H, W] with a zero channel at ``index``."""
+    zeros = scores.new_zeros(scores.shape[0], 1, *scores.shape[2:])
+    return torch.cat([scores[:, :index], zeros, scores[:, index:]], dim=1)
 
 
 class GroupViTBackground(BackgroundProtocol):
@@ -113,8 +128,7 @@ class GroupViTBackground(BackgroundProtocol):
 
     def apply(self, scores: Tensor, vocabulary: Vocabulary) -> Tensor:
         background = self._background(vocabulary)
-        zeros = scores.new_zeros(scores.shape[0], 1, *scores.shape[2:])
-        full = torch.cat([scores[:, :background], zeros, scores[:, background:]], dim=1)
+        full = _insert_channel(scores, background)
         return set_background_where(full, background, scores.amax(1) < self.prob_thd)
 
 

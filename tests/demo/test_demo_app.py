@@ -21,7 +21,7 @@ PHOTO = Path(__file__).resolve().parents[2] / "examples" / "chelsea.png"
 @pytest.fixture
 def segmenter(tiny_clip_file) -> Segmenter:
     return Segmenter.from_pretrained(
-        "maskclip", weights=tiny_clip_file, short_side=48, slide_crop=0, templates="single"
+        "maskclip", weights=tiny_clip_file, short_side=48, window=0, templates="single"
     )
 
 

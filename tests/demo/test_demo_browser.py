@@ -61,8 +61,8 @@ def server(tmp_path_factory):
     torch.manual_seed(0)
     torch.save(CLIP(config).eval().state_dict(), folder / "tiny_clip.pt")
     segmenter = Segmenter.from_pretrained(
-        "maskclip", weights=folder / "tiny_clip.pt", short_side=64, slide_crop=32,
-        slide_stride=16, templates="single",
+        "maskclip", weights=folder / "tiny_clip.pt", short_side=64, window=32,
+        stride=16, templates="single",
     )  # fmt: skip
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("GRADIO_TEMP_DIR", str(folder / "gradio"))

@@ -31,7 +31,7 @@ from vocaseg.text.vocab import Vocabulary
 
 PHOTO = Path(__file__).resolve().parents[2] / "examples" / "chelsea.png"
 # Tiny model settings that keep sliding windows (64 px short side, 32 px windows every 16 px).
-MODEL = {"short_side": 64, "slide_crop": 32, "slide_stride": 16, "templates": "single"}
+MODEL = {"short_side": 64, "window": 32, "stride": 16, "templates": "single"}
 CLASSES = "cat, sofa; couch, floor"
 
 
@@ -111,9 +111,7 @@ def test_bundled_photo_equals_vocaseg_segment(capsys, offline_cache, tiny_clip_f
 def test_whole_image_setting_equals_a_model_built_without_windows(
     segmenter, tiny_clip_file, image_file, tmp_path
 ):
-    whole = Segmenter.from_pretrained(
-        "maskclip", weights=tiny_clip_file, **{**MODEL, "slide_crop": 0}
-    )
+    whole = Segmenter.from_pretrained("maskclip", weights=tiny_clip_file, **{**MODEL, "window": 0})
     whole.set_vocabulary(CLASSES)
     windowed = Segmenter.from_pretrained("maskclip", weights=tiny_clip_file, **MODEL)
     windowed.set_vocabulary(CLASSES)
@@ -132,7 +130,8 @@ def test_apply_settings_switches_windows_and_back(segmenter):
     apply_settings(segmenter, DemoSettings.from_widgets(0.3, WHOLE))
     assert segmenter.model.preprocess.window is None
     assert segmenter.model.preprocess.short_side == own.short_side
-    apply_settings(segmenter, DemoSettings.from_widgets(0.3, WINDOW))
+    assert segmenter.model.background.prob_thd == 0.3
+    apply_settings(segmenter, DemoSettings.from_widgets(0.0, WINDOW))
     assert segmenter.model.preprocess == own
 
 

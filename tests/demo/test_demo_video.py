@@ -37,7 +37,7 @@ def test_video_frames_are_segmented_and_encoded(tiny_clip_file, tmp_path):
     source = tmp_path / "clip.mp4"
     _write_video(source, frames)
     segmenter = Segmenter.from_pretrained(
-        "maskclip", weights=tiny_clip_file, short_side=48, slide_crop=0, templates="single"
+        "maskclip", weights=tiny_clip_file, short_side=48, window=0, templates="single"
     )
     payload = {"path": str(source), "orig_name": "holiday.mp4"}
     answer = segment_video(segmenter, payload, "cat, dog", DemoSettings(), tmp_path)
@@ -56,7 +56,7 @@ def test_not_a_video_message(tiny_clip_file, tmp_path):
     bad = tmp_path / "upload.mp4"
     bad.write_bytes(b"\x00" * 100)
     segmenter = Segmenter.from_pretrained(
-        "maskclip", weights=tiny_clip_file, short_side=48, slide_crop=0, templates="single"
+        "maskclip", weights=tiny_clip_file, short_side=48, window=0, templates="single"
     )
     payload = {"path": str(bad), "orig_name": "holiday.mp4"}
     answer, message = guarded(segment_video, segmenter, payload, "cat", DemoSettings(), tmp_path)

@@ -10,8 +10,8 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vocaseg.cli.options import add_device_options, add_model_options, model_overrides
-from vocaseg.errors import UserError, WeightsNotFoundError
+from vocaseg.cli.options import add_device_options, add_model_options, resolve_model
+from vocaseg.errors import UserError
 
 if TYPE_CHECKING:
     from vocaseg.inference.segmenter import Segmenter
@@ -62,17 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def build_segmenter(args: argparse.Namespace) -> Segmenter:
-    """The segmenter named by the model options, as ``vocaseg segment`` builds it."""
-    from vocaseg.cli.segment import _weights_hint
+    """The segmenter named by the model options, resolved as every command resolves them."""
     from vocaseg.inference.segmenter import Segmenter
 
-    try:
-        return Segmenter.from_pretrained(
-            args.model,
-            weights=args.weights,
-            device=args.device,
-            dtype=args.dtype,
-            **model_overrides(args),
-        )
-    except WeightsNotFoundError as err:
-        raise WeightsNotFoundError(_weights_hint(str(err), args.weights)) from None
+    return Segmenter(resolve_model(args), device=args.device, dtype=args.dtype)

@@ -26,7 +26,6 @@ from vocaseg.demo.handlers import (
     WHOLE,
     WINDOW,
     DemoSettings,
-    default_preprocess,
     guarded,
     segment_image,
     segment_video,
@@ -93,7 +92,7 @@ def build_app(
     gr = import_gradio()
     images = [str(p) for p in (bundled_examples() if examples is None else examples)]
     source = dict(source or {"model": segmenter.model.name})
-    default = default_preprocess(segmenter)
+    default = segmenter.model.preprocess
     window_info = (
         f"{WINDOW}: {default.window} px windows every {default.stride} px (the model's setting)"
         if default.window

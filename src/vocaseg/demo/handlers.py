@@ -13,7 +13,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 from weakref import WeakKeyDictionary
@@ -23,11 +23,9 @@ import torch
 from PIL import Image
 
 from vocaseg.errors import ImageError, UserError, VocabularyError
-from vocaseg.inference.background import threshold_background
 from vocaseg.inference.images import read_image
 from vocaseg.inference.segmenter import Segmenter
 from vocaseg.io import atomic_path, write_json
-from vocaseg.models.base import Preprocess
 from vocaseg.text.vocab import Vocabulary
 from vocaseg.viz import label_png, make_palette, overlay
 
@@ -67,26 +65,34 @@ class DemoSettings:
         return {"prob_thd": self.prob_thd, "inference": WHOLE if self.whole_image else WINDOW}
 
 
-# The preprocess each model was built with, remembered the first time settings are applied.
-_DEFAULT_PREPROCESS: WeakKeyDictionary[torch.nn.Module, Preprocess] = WeakKeyDictionary()
-
-
-def default_preprocess(segmenter: Segmenter) -> Preprocess:
-    """The model's own preprocess record, before any demo setting changed it."""
-    return _DEFAULT_PREPROCESS.setdefault(segmenter.model, segmenter.model.preprocess)
+# The window settings each model was built with, remembered the first time settings are applied.
+_DEFAULT_WINDOW: WeakKeyDictionary[torch.nn.Module, tuple[int | None, int | None]] = (
+    WeakKeyDictionary()
+)
 
 
 def apply_settings(segmenter: Segmenter, settings: DemoSettings) -> None:
     """Put ``settings`` into effect for the next request: the one place the demo changes the model.
 
-    Window vs whole image rebuilds ``segmenter.model.preprocess`` (no windows, or the model's own).
-    ``prob_thd`` needs nothing here: no method today gives low-confidence pixels to an extra
-    "background" class (MaskCLIP's own ``prob_thd`` hands them to the first class), so
-    :func:`with_background` applies it to the class probabilities of the result.
+    Through ``Segmenter.update_settings`` (the same keys as ``--set``): ``window`` 0 for the whole
+    image or the model's own window, and ``prob_thd`` (below it, pixels become "background", a
+    class added to the vocabulary when the user named none). Nothing is changed, and no cache is
+    dropped, when the settings are the ones in effect.
     """
-    default = default_preprocess(segmenter)
-    wanted = replace(default, window=None, stride=None) if settings.whole_image else default
-    segmenter.model.preprocess = wanted
+    config = segmenter.model.config
+    window, stride = _DEFAULT_WINDOW.setdefault(segmenter.model, (config.window, config.stride))
+    wanted = {
+        "window": 0 if settings.whole_image else (window or 0),
+        "stride": 0 if settings.whole_image else (stride or 0),
+        "prob_thd": settings.prob_thd,
+    }
+    current = {
+        "window": config.window or 0,
+        "stride": config.stride or 0,
+        "prob_thd": config.prob_thd,
+    }
+    if wanted != current:
+        segmenter.update_settings(**wanted)
 
 
 def parse_classes(text: str | None) -> Vocabulary:
@@ -152,24 +158,10 @@ class Labelled:
         return [names[0] for names in self.classes]
 
 
-def with_background(scores: torch.Tensor, vocabulary: Vocabulary, prob_thd: float) -> Labelled:
-    """Label map from class probabilities ``scores`` [K, H, W]; below ``prob_thd`` -> background.
-
-    The background is the class the user named "background", or else a class appended after the
-    vocabulary (only when ``prob_thd`` > 0). With ``prob_thd`` = 0 this is the plain argmax, i.e.
-    the :class:`Segmenter` label.
-    """
-    classes = vocabulary.classes
-    if prob_thd <= 0:
-        label = scores.argmax(0).numpy()  # [H, W]
-    else:
-        lowered = [[n.strip().lower() for n in names] for names in classes]
-        index = next((i for i, names in enumerate(lowered) if BACKGROUND in names), None)
-        if index is None:
-            index, classes = len(classes), (*classes, (BACKGROUND,))
-        label = threshold_background(scores[None], prob_thd, background=index)[0].numpy()
-    counts = np.bincount(label.reshape(-1), minlength=len(classes))
-    return Labelled(label, classes, counts / counts.sum())
+def labelled(segmenter: Segmenter, result: Any) -> Labelled:
+    """The result's labels with the classes they index (a "background" class the settings added
+    included)."""
+    return Labelled(result.label, segmenter.vocabulary.classes, result.areas)
 
 
 @dataclass
@@ -202,18 +194,17 @@ def segment_image(
     check_memory(image.shape[0], image.shape[1], vocabulary)
     apply_settings(segmenter, settings)
     segmenter.set_vocabulary(vocabulary)  # text embeddings cached per vocabulary
-    result = segmenter.predict_arrays([image])[0]
-    labelled = with_background(result.scores, vocabulary, settings.prob_thd)
-    colours = make_palette(len(labelled.classes))
+    answer = labelled(segmenter, segmenter.predict_arrays([image])[0])
+    colours = make_palette(len(answer.classes))
     stem = out_dir / _safe_stem(name)
     label_path = stem.with_name(stem.name + "_label.png")
     with atomic_path(label_path) as tmp:
-        label_png(labelled.label, colours).save(tmp, format="PNG")
+        label_png(answer.label, colours).save(tmp, format="PNG")
     json_path = stem.with_name(stem.name + ".json")
-    write_json(json_path, result_record(name, labelled, settings, source or {}))
-    picture = overlay(image, labelled.label, labelled.class_names, 0.5, colours)
-    table = [[n, round(100 * float(a), 2)] for n, a in zip(labelled.class_names, labelled.areas)]
-    height, width = labelled.label.shape
+    write_json(json_path, result_record(name, answer, settings, source or {}))
+    picture = overlay(image, answer.label, answer.class_names, 0.5, colours)
+    table = [[n, round(100 * float(a), 2)] for n, a in zip(answer.class_names, answer.areas)]
+    height, width = answer.label.shape
     seconds = time.perf_counter() - start
     message = (
         f"Segmented {name} ({width}x{height}) into {len(vocabulary)} classes in {seconds:.1f} s."
@@ -248,9 +239,8 @@ def segment_video(
 
     def label_frame(frame: np.ndarray) -> tuple[np.ndarray, list[str]]:
         check_memory(frame.shape[0], frame.shape[1], vocabulary)
-        result = segmenter.predict_arrays([frame])[0]
-        labelled = with_background(result.scores, vocabulary, settings.prob_thd)
-        return labelled.label, labelled.class_names
+        answer = labelled(segmenter, segmenter.predict_arrays([frame])[0])
+        return answer.label, answer.class_names
 
     target = out_dir / f"{_safe_stem(name)}_overlay.mp4"
     try:

@@ -31,6 +31,12 @@ if TYPE_CHECKING:
     from vocaseg.inference.video_io import VideoInput
 
 
+#: Settings that change only how images are cut and resized, never the text embeddings.
+GEOMETRY_KEYS = frozenset(
+    {"short_side", "max_long_side", "window", "stride", "pad", "size_divisor"}
+)
+
+
 @dataclass
 class SegmentationResult:
     """One image's segmentation.
@@ -116,7 +122,8 @@ class Segmenter:
     def update_settings(self, **settings: Any) -> None:
         """Change inference settings (window, short side, background, ...) without reloading."""
         self.model.update_settings(**settings)
-        self._cache.clear()
+        if set(settings) - GEOMETRY_KEYS:  # anything but geometry may change the text rows
+            self._cache.clear()
         if self.vocabulary is not None:
             self.set_vocabulary(self.requested)
 

@@ -21,11 +21,15 @@ class Vocabulary:
 
     ``background`` is the index of the class that background protocols (``vocaseg.background``)
     fill; when not given, a class whose first name is "background" is marked.
+    ``background_scored``: whether the model scores the background's names like any class (a
+    benchmark's "background" class) or only thresholding fills it (one added by
+    :meth:`with_background`).
     """
 
     classes: tuple[tuple[str, ...], ...]
     seen: tuple[int, ...] | None = None
     background: int | None = None
+    background_scored: bool = True
 
     def __post_init__(self) -> None:
         if self.background is None:
@@ -57,14 +61,20 @@ class Vocabulary:
             )
 
     def with_background(self, name: str = "background") -> Vocabulary:
-        """This vocabulary with a class ``name`` appended and marked as the background."""
-        return Vocabulary((*self.classes, (name,)), self.seen, background=len(self.classes))
+        """This vocabulary with a class ``name`` appended and marked as the background; the model
+        does not score it (only a background rule fills it)."""
+        return Vocabulary(
+            (*self.classes, (name,)),
+            self.seen,
+            background=len(self.classes),
+            background_scored=False,
+        )
 
     def rename(self, index: int, names: Sequence[str]) -> Vocabulary:
         """This vocabulary with class ``index`` named ``names`` (same indices, split and background)."""
         classes = list(self.classes)
         classes[index] = tuple(names)
-        return Vocabulary(tuple(classes), self.seen, self.background)
+        return Vocabulary(tuple(classes), self.seen, self.background, self.background_scored)
 
     def without(self, index: int) -> Vocabulary:
         """This vocabulary without class ``index`` (later classes move up by one; no split)."""
