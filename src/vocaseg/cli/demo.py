@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "PyAV) into the classes you type. Settings that need no reload (background threshold, "
         "sliding window or whole image) are on the page.",
     )
-    add_model_options(parser, "--set short_side=448 --set slide_crop=0")
+    add_model_options(parser, "--set short_side=448 --set window=0")
     add_device_options(parser)
     parser.add_argument(
         "--host",

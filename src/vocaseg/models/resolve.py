@@ -72,4 +72,5 @@ def resolve_model(
             "--weights random for a smoke test on random weights"
         )
     pretrained: bool | str = True if weights is None else str(weights)
-    return create_model(name, pretrained=pretrained, **overrides).to(device).eval()
+    # Settings go in as a config mapping: a setting named like a keyword (clip) stays a setting.
+    return create_model(name, overrides, pretrained=pretrained).to(device).eval()
