@@ -12,6 +12,7 @@ from vocaseg.models.convert_zegclip import convert_checkpoint, convert_state_dic
 from vocaseg.models.folder import load_model
 from vocaseg.models.registry import create_model
 from vocaseg.models.weights import load_into, read_state
+from vocaseg.text.vocab import Vocabulary
 
 TINY = dict(
     embed_dim=32, image_size=32, vision_layers=2, vision_width=64, vision_patch_size=16,
@@ -161,3 +162,45 @@ def test_errors(tmp_path, capsys):
     code = main(["convert", "zegclip", str(tmp_path / "missing.pth"), "-o", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: checkpoint not found") and err.count("\n") == 1
+
+
+COCO_INDUCTIVE = """model = dict(decode_head=dict(
+    load_text_embedding='configs/_base_/datasets/text_embedding/coco_multi.npy',
+    base_class=[0, 1, 2], novel_class=[3, 4], both_class=[0, 1, 2, 3, 4]))"""
+
+
+@pytest.mark.parametrize(
+    "config, expected",
+    [
+        (COCO_INDUCTIVE, {"templates": "coco15", "setting": "inductive"}),
+        (
+            COCO_INDUCTIVE + "\nmodel = dict(decode_head=dict(self_training=True))",
+            {"templates": "coco15", "setting": "transductive"},
+        ),
+        (
+            "load_text_embedding='x/voc12_single.npy'\nnovel_class = []",
+            {"templates": "voc_single", "setting": "supervised"},
+        ),
+    ],
+)
+def test_recipe_is_inferred_from_the_stored_config(tmp_path, capsys, config, expected):
+    state = write_checkpoint(tmp_path / "z.pth")
+    meta = {"CLASSES": [f"cls{i}" for i in range(15)], "config": config}
+    torch.save({"meta": meta, "state_dict": state}, tmp_path / "z.pth")
+    model, report = convert_checkpoint(tmp_path / "z.pth", clip=tiny_clip())
+    for key, value in expected.items():
+        assert report.config[key] == value and getattr(model.config, key) == value
+    # A transductive (or supervised) model gets no -0.1 seen calibration at inference.
+    vocab = Vocabulary.from_names(["a", "b"], seen=[0])
+    logits = torch.zeros(1, 2, 2, 2)
+    scores = model.window_output(logits, vocab, model.background)
+    calibrated = scores[:, 0].mean().item() < scores[:, 1].mean().item()
+    assert calibrated == (expected["setting"] == "inductive")
+    model, report = convert_checkpoint(tmp_path / "z.pth", clip=tiny_clip(), setting="inductive")
+    assert report.config["setting"] == "inductive"  # --set wins over what was inferred
+    torch.save(tiny_clip().state_dict(), tmp_path / "clip.pt")
+    argv = ["convert", "zegclip", str(tmp_path / "z.pth"), "-o", str(tmp_path / "o")]
+    assert main([*argv, "--clip", str(tmp_path / "clip.pt")]) == 0
+    assert "inferred from the checkpoint's stored config" in capsys.readouterr().out
+    assert main([*argv, "--clip", str(tmp_path / "clip.pt")]) == 2
+    assert "already holds a model" in capsys.readouterr().err

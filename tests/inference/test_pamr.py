@@ -90,3 +90,25 @@ def test_masks_of_another_size_are_resized_to_the_image():
 def test_bad_shapes_are_refused():
     with pytest.raises(ValueError, match="image"):
         pamr(torch.rand(3, 8, 8), torch.rand(1, 2, 8, 8))
+
+
+def test_pamr_steps_refine_the_stitched_scores_before_finalize(tiny_vit_clip, monkeypatch):
+    # predict_scores with pamr_steps = finalize(pamr(image, stitched)); 0 steps = no PAMR.
+    from vocaseg.inference import predict
+    from vocaseg.models.registry import create_model
+    from vocaseg.text.vocab import Vocabulary
+
+    model = create_model("naclip", clip=tiny_vit_clip, templates="single", short_side=0, window=0)
+    vocab = Vocabulary.from_names(["cat", "dog", "sky"])
+    text = model.text_for(vocab)
+    images = torch.rand(1, 3, 32, 48) * 255
+    stitched = []
+    finalize = model.finalize
+    monkeypatch.setattr(model, "finalize", lambda s, v, b: stitched.append(s) or finalize(s, v, b))
+    with torch.no_grad():
+        plain = predict.predict_scores(model, images, text, vocab)
+        model.update_settings(pamr_steps=3)
+        refined = predict.predict_scores(model, images, text, vocab)
+    expected = pamr(predict.normalize(images, model.preprocess), stitched[0], steps=3)
+    assert torch.allclose(stitched[1], expected, atol=1e-6)
+    assert not torch.allclose(plain, refined)

@@ -78,6 +78,16 @@ def run(args: argparse.Namespace) -> int:
         **overrides,
     )
     print(f"method: {report.method}  config: {report.config}")
+    inferred = {
+        k: report.config[k]
+        for k in ("templates", "setting", "trusty_weighting")
+        if k in report.config
+    }
+    if inferred:
+        print(
+            "inferred from the checkpoint's stored config: "
+            + ", ".join(f"{k}={v}" for k, v in inferred.items())
+        )
     if report.num_train_classes is not None:
         print(f"trained on {report.num_train_classes} classes")
     print(f"dropped {len(report.dropped)} tensors (text tower, loss buffers, unused attention)")

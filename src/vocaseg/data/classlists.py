@@ -55,8 +55,9 @@ def available_lists() -> list[str]:
 
 
 def load_class_list(list_id: str, seen: tuple[int, ...] | None = None) -> Vocabulary:
-    """The vocabulary of list ``list_id`` (e.g. ``"ade150"``, ``"pc459.labels"``)."""
-    return Vocabulary.from_names(_lines(list_id), seen=seen)
+    """The vocabulary of list ``list_id`` (e.g. ``"ade150"``, ``"pc459.labels"``). Shipped lists
+    may give one name to two classes (ADE-847's WordNet synonyms): see ``Vocabulary``."""
+    return Vocabulary.from_names(_lines(list_id), seen=seen, allow_shared=True)
 
 
 def load_ids(list_id: str) -> list[int]:

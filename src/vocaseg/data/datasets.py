@@ -276,6 +276,32 @@ def _load_folder(root: str | os.PathLike | None, split: str, unknown_as_ignore: 
     return root, layout, samples, classes, str(classes_file), sha
 
 
+#: Evaluation splits whose GT keeps only the seen (``base``) or unseen (``novel``) classes of the
+#: dataset's zero-shot split; other pixels are ignored (GKC's VIPSeg benchmark, ``val_all`` is
+#: the plain ``val``).
+RESTRICTED_SPLITS = {
+    "val_all": ("val", None),
+    "val_base": ("val", "base"),
+    "val_novel": ("val", "novel"),
+}
+
+
+def _restricted(decode: LabelDecoder, classes: Any, keep: str, name: str) -> Any:
+    """``decode`` whose labels outside the base (or novel) classes become the ignore value."""
+    if classes.seen is None:
+        raise DatasetError(f"{name} has no seen/unseen split, so it has no _{keep} split")
+    seen = set(classes.seen)
+    kept = [i for i in range(len(classes)) if (i in seen) == (keep == "base")]
+    table = np.full(decode.ignore_index + 1, decode.ignore_index, dtype=np.int64)
+    table[kept] = kept
+
+    def restricted(path: Path) -> np.ndarray:
+        return table[decode(path)]
+
+    restricted.ignore_index = decode.ignore_index  # type: ignore[attr-defined]
+    return restricted
+
+
 def load_dataset(
     name: str,
     root: str | os.PathLike | None = None,
@@ -290,6 +316,9 @@ def load_dataset(
     benchmark's into an error; ``unknown_as_ignore`` maps label values with no class to ignore
     instead of raising.
     """
+    restrict = None
+    if name in SPECS and split in RESTRICTED_SPLITS:
+        split, restrict = RESTRICTED_SPLITS[split]
     if name == "folder":
         base, found, samples, classes, list_id, list_sha = _load_folder(
             root, split, unknown_as_ignore
@@ -311,6 +340,9 @@ def load_dataset(
     else:
         raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(list_datasets())}")
     decode = LabelDecoder(found, len(classes), base, split, unknown_as_ignore)
+    if restrict is not None:
+        decode = _restricted(decode, classes, restrict, name)
+        split = f"{split}_{restrict}"
     record = {
         "dataset": name,
         "split": split,

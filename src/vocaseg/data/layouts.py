@@ -258,7 +258,7 @@ SPECS: dict[str, DatasetSpec] = {
             {"val": (2000,), "train": (20210,)}, "ADE20K SceneParsing, 150 classes",
         ),
         DatasetSpec(
-            "ade847", 847, "ade847",
+            "ade847", 847, "ade847.synonyms",
             (_tiff("d2", "ADE20K_2021_17_01/images_detectron2/{split}",
                    "ADE20K_2021_17_01/annotations_detectron2/{split}", (65535,),
                    splits=ADE_SPLITS),),

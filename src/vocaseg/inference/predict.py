@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vocaseg.inference.pamr import pamr
 from vocaseg.inference.slide import slide_inference, whole_inference
 from vocaseg.models.base import Preprocess, SegmentationModel
 
@@ -90,4 +91,6 @@ def predict_scores(
         stitched = F.interpolate(
             stitched, size=(height, width), mode="bilinear", align_corners=False
         )
+    if pre.pamr_steps:  # NACLIP: PAMR on the stitched scores at image size, before the softmax
+        stitched = pamr(normalize(images, pre), stitched.float(), steps=pre.pamr_steps)
     return model.finalize(stitched, vocabulary, background)

@@ -86,6 +86,9 @@ class InferenceConfig:
         "background synonyms (bg:threshold, bg:prompt) or distractors (bg:catseg-20b): a "
         "class-list id or a text file, one name per line",
     ] = None
+    pamr_steps: Annotated[
+        int, "PAMR refinement steps on the stitched scores (NACLIP: 10, dilations 8 and 16); 0: off"
+    ] = 0
 
     def __post_init__(self) -> None:
         for key in ("short_side", "max_long_side", "window", "stride"):
@@ -96,6 +99,8 @@ class InferenceConfig:
                 setattr(self, key, None)
         if self.size_divisor < 0:
             raise ConfigError(f"size_divisor must be >= 0, got {self.size_divisor}")
+        if self.pamr_steps < 0:
+            raise ConfigError(f"pamr_steps must be >= 0, got {self.pamr_steps}")
         for key in ("prob_thd", "area_thd"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise ConfigError(f"{key} must lie in [0, 1], got {getattr(self, key)}")
@@ -112,7 +117,8 @@ class Preprocess:
     would exceed ``max_long_side``; then normalised with ``mean``/``std`` (0-255 scale); then either
     run whole (``window is None``) or in ``window``×``window`` crops every ``stride`` pixels. Each
     model input is padded with zeros to a multiple of ``size_divisor`` (``pad``: ``center`` or
-    ``bottom_right``); the padding is cut from the logits again.
+    ``bottom_right``); the padding is cut from the logits again. ``pamr_steps`` > 0 refines the
+    stitched scores at image size with PAMR before ``finalize``.
     """
 
     mean: tuple[float, float, float] = CLIP_MEAN
@@ -123,6 +129,7 @@ class Preprocess:
     stride: int | None = None
     size_divisor: int = 1
     pad: str = "center"
+    pamr_steps: int = 0
 
 
 class SegmentationModel(nn.Module):
@@ -169,6 +176,7 @@ class SegmentationModel(nn.Module):
             stride=(cfg.stride or cfg.window) if cfg.window else None,
             size_divisor=cfg.size_divisor or size_divisor,
             pad=cfg.pad,
+            pamr_steps=cfg.pamr_steps,
         )
         self.background = make_protocol(
             cfg.background, cfg.prob_thd, cfg.area_thd, read_names(cfg.background_names)

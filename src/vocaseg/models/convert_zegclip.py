@@ -156,7 +156,46 @@ def infer_config(state: dict[str, Tensor], meta: dict) -> tuple[str, dict[str, A
         "trusty_learner": tag and any(".layers.0.self_attn." in k for k in state),
     }
     method = "tagclip" if config["trusty_token"] or config["trusty_learner"] else "zegclip"
+    config.update(infer_recipe(meta, state))
     return method, config
+
+
+#: Text-embedding files of the released configs -> vocaseg template sets (ZegCLIP's
+#: get_embedding.ipynb; the Context file is not published, its 15 templates are assumed).
+EMBEDDING_TEMPLATES = {
+    "coco_multi": "coco15",
+    "context_multi": "coco15",
+    "voc12_single": "voc_single",
+    "coco_single": "voc_single",
+}
+
+
+def infer_recipe(meta: dict, state: dict[str, Tensor]) -> dict[str, Any]:
+    """Templates, setting and trusty weighting read off the mmcv config text a released
+    checkpoint stores in ``meta["config"]``: the text-embedding file (``coco_multi.npy`` -> the
+    15 COCO templates, ``voc12_single.npy`` -> the single VOC template), ``self_training=True``
+    -> transductive, an empty ``novel_class`` (every class seen) -> supervised,
+    ``eval_disc_weight`` -> trusty weighting. Without a stored config: the embedding count of
+    the no-object weight (> 100 classes -> COCO's 15 templates)."""
+    text = meta.get("config") if isinstance(meta.get("config"), str) else ""
+    found: dict[str, Any] = {}
+    embedding = re.search(r"(\w+)\.npy", text)
+    if embedding and embedding.group(1) in EMBEDDING_TEMPLATES:
+        found["templates"] = EMBEDDING_TEMPLATES[embedding.group(1)]
+    elif not text:
+        empty = state.get("decode_head.loss_decode.criterion.empty_weight")
+        if empty is not None:
+            found["templates"] = "coco15" if empty.shape[0] > 100 else "voc_single"
+    if re.search(r"self_training\s*=\s*True", text):
+        found["setting"] = "transductive"
+    elif re.search(r"novel_class\s*=\s*\[\s*\]", text):
+        found["setting"] = "supervised"
+    elif text:
+        found["setting"] = "inductive"
+    weighting = re.search(r"eval_disc_weight\s*=\s*(True|False)", text)
+    if weighting and "decode_head.disc_token" in state:
+        found["trusty_weighting"] = "both" if weighting.group(1) == "True" else "none"
+    return found
 
 
 def convert_checkpoint(

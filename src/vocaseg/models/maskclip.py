@@ -156,7 +156,13 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "maskclip": ("MaskCLIP (training-free), SCLIP's 8-benchmark protocol", {}),
     "maskclip-ref": (
         "MaskCLIP, the reference code's protocol (512 short side, whole image, ImageNet norm)",
-        {"short_side": 512, "window": 0, "pixel_norm": "imagenet", "logit_scale": 100.0},
+        {
+            "short_side": 512,
+            "window": 0,
+            "pixel_norm": "imagenet",
+            "logit_scale": 100.0,
+            "ks_key_norm": "token",
+        },
     ),
     "sclip": (
         "SCLIP (correlative self-attention), training-free",

@@ -8,7 +8,7 @@ second has two names. The first name of a class is its display name.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from vocaseg.errors import VocabularyError
@@ -23,13 +23,16 @@ class Vocabulary:
     fill; when not given, a class whose first name is "background" is marked.
     ``background_scored``: whether the model scores the background's names like any class (a
     benchmark's "background" class) or only thresholding fills it (one added by
-    :meth:`with_background`).
+    :meth:`with_background`). ``allow_shared``: two classes may share a name (shipped benchmark
+    lists such as ADE-847's WordNet synonyms): each class keeps its own query for it, so the
+    classes tie on it and the argmax takes the first; a user's vocabulary refuses this.
     """
 
     classes: tuple[tuple[str, ...], ...]
     seen: tuple[int, ...] | None = None
     background: int | None = None
     background_scored: bool = True
+    allow_shared: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.background is None:
@@ -49,7 +52,7 @@ class Vocabulary:
                 )
             for name in names:
                 key = name.strip().lower()
-                if key in seen_names:
+                if key in seen_names and (not self.allow_shared or seen_names[key] == index):
                     raise VocabularyError(
                         f"the name {name!r} appears twice (classes {seen_names[key] + 1} and "
                         f"{index + 1}); give each class distinct names"
@@ -74,7 +77,9 @@ class Vocabulary:
         """This vocabulary with class ``index`` named ``names`` (same indices, split and background)."""
         classes = list(self.classes)
         classes[index] = tuple(names)
-        return Vocabulary(tuple(classes), self.seen, self.background, self.background_scored)
+        return Vocabulary(
+            tuple(classes), self.seen, self.background, self.background_scored, self.allow_shared
+        )
 
     def without(self, index: int) -> Vocabulary:
         """This vocabulary without class ``index`` (later classes move up by one; no split)."""
@@ -82,18 +87,22 @@ class Vocabulary:
         background = self.background
         if background is not None:
             background = None if background == index else background - (background > index)
-        return Vocabulary(kept, background=background)
+        return Vocabulary(kept, background=background, allow_shared=self.allow_shared)
 
     @classmethod
     def from_names(
-        cls, names: Iterable[str | Sequence[str]], seen: Iterable[int] | None = None
+        cls,
+        names: Iterable[str | Sequence[str]],
+        seen: Iterable[int] | None = None,
+        allow_shared: bool = False,
     ) -> Vocabulary:
         """From a list whose items are a name, a ``"name; synonym"`` string or a list of names."""
         classes = []
         for item in names:
             parts = item.split(";") if isinstance(item, str) else list(item)
             classes.append(tuple(p.strip() for p in parts))
-        return cls(tuple(classes), tuple(seen) if seen is not None else None)
+        seen = tuple(seen) if seen is not None else None
+        return cls(tuple(classes), seen, allow_shared=allow_shared)
 
     @classmethod
     def parse(cls, text: str) -> Vocabulary:
