@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from cli_helpers import run_cli
 from gkc_helpers import TINY, tiny_gkc
-from vocaseg.errors import ConfigError
+from vocaseg.errors import CheckpointError, ConfigError
 from vocaseg.models.gkc_two_stage import crop_class_probs, masked_crops, proposal_boxes
 from vocaseg.models.layers.resnet_backbone import FrozenBatchNorm2d
 from vocaseg.models.registry import create_model
@@ -213,3 +213,24 @@ def test_print_model_shows_the_trainable_student(capsys):
     assert counts["clip"] == 0 and counts["teacher"] == 0  # frozen text tower and teacher
     assert counts["backbone"] == 23_527_264 - 53_248  # BatchNorm affine frozen as buffers
     assert counts["total"] == 49_298_722
+
+
+def test_a_trained_folder_runs_the_two_stage_baseline(tmp_path, monkeypatch):
+    # The folder refers to its CLIP weights; two_stage needs the image tower at inference, which
+    # is rebuilt from the reference, while the text tower's hash is still checked.
+    from vocaseg.models.folder import load_model, save_model
+    from vocaseg.models.registry import get_entry
+    from vocaseg.models.towers import load_clip
+
+    monkeypatch.setenv("VOCASEG_CACHE", str(tmp_path / "cache"))
+    tiny = get_entry("gkc").tiny
+    torch.manual_seed(0)
+    full, _ = load_clip("random", tiny["clip"])
+    torch.save(full.state_dict(), tmp_path / "clip.pt")
+    model = create_model("gkc", tiny, pretrained=str(tmp_path / "clip.pt"))
+    save_model(model, tmp_path / "folder")
+    loaded = load_model(tmp_path / "folder", two_stage=True)
+    assert loaded.config.two_stage and loaded.clip.visual is not None
+    save_model(model, tmp_path / "contained", self_contained=True)
+    with pytest.raises(CheckpointError, match="without CLIP's image tower"):
+        load_model(tmp_path / "contained", two_stage=True)

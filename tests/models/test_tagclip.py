@@ -240,3 +240,17 @@ def test_prompt_dropout_masks_differ_per_image(tiny_vit_config):
     g, dense = model.vpt.encode(model.clip.visual, image.expand(2, -1, -1, -1))
     assert not torch.allclose(g[0], g[1])
     assert not torch.allclose(dense[0], dense[1])
+
+
+def test_folder_and_checkpoint_hold_well_under_a_quarter_of_the_model():
+    # ViT-B/16 size on the meta device (no memory): the frozen CLIP is referenced, not copied.
+    with torch.device("meta"):
+        clip = CLIP(CLIPConfig(512, 224, 12, 768, 16, 512, 12))
+        model = create_model("tagclip", clip=clip)
+    nbytes = lambda state: sum(t.numel() * t.element_size() for t in state.values())
+    full = nbytes(model.state_dict())
+    saved = nbytes(model.saved_state_dict())
+    trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    checkpoint = saved + 2 * trainable  # + AdamW's two moments per trainable parameter
+    assert full > 600e6 and saved < 0.1 * full and checkpoint < 0.25 * full
+    assert not any(k.startswith("clip.") for k in model.saved_state_dict())

@@ -148,7 +148,7 @@ def model_record(model: SegmentationModel) -> dict[str, Any]:
         "weights_sha256": tensors_sha256(model.saved_state_dict()),
         "clip_weights": clip.get("weights"),
         "clip_sha256": clip.get("sha256"),
-        "clip_frozen_sha256": model.frozen_state_sha256(),
+        "clip_frozen_sha256": model.frozen_state_sha256() or None,
         "preprocess": dataclasses.asdict(model.preprocess),
         "window": {"crop": model.preprocess.window, "stride": model.preprocess.stride},
         "background": model.background.record(),

@@ -299,14 +299,17 @@ class SegmentationModel(nn.Module):
             dropped += self._prefixes(self.frozen_modules)
         return {k: v for k, v in self.state_dict().items() if not k.startswith(dropped)}
 
-    def frozen_state_sha256(self) -> str | None:
-        """Hash of the frozen modules' tensors (None without any): checks a rebuilt reference."""
-        prefixes = self._prefixes(self.frozen_modules)
-        if not prefixes:
-            return None
-        return tensors_sha256(
-            {k: v for k, v in self.state_dict().items() if k.startswith(prefixes)}
-        )
+    def frozen_state_sha256(self) -> dict[str, str]:
+        """Hash of the frozen tensors per part (a frozen module, and its ``.visual`` tower apart),
+        so a reference rebuilt with more towers (a setting that needs the image tower at
+        inference) still checks the parts the model was saved with. Empty without frozen parts."""
+        groups: dict[str, dict[str, Tensor]] = {}
+        for name, _ in self._declared(self.frozen_modules):
+            for key, value in self.state_dict().items():
+                if key.startswith(f"{name}."):
+                    part = f"{name}.visual" if key.startswith(f"{name}.visual.") else name
+                    groups.setdefault(part, {})[key] = value
+        return {part: tensors_sha256(tensors) for part, tensors in sorted(groups.items())}
 
     @property
     def device(self) -> torch.device:

@@ -120,19 +120,23 @@ def load_model(
     else:
         clip, source = _reference_clip(folder, clip_record, clip_weights)
         model = create_model(method, config, clip=_towers(method, config, clip, source))
-        expected = clip_record.get("frozen_sha256")
-        if expected and model.frozen_state_sha256() != expected:
+        expected = clip_record.get("frozen_sha256") or {}
+        actual = model.frozen_state_sha256()
+        differ = [part for part in expected if part in actual and actual[part] != expected[part]]
+        if differ:
             raise CheckpointError(
                 f"the CLIP weights {source.weights} differ from those {folder} was trained on "
-                f"(frozen tensors' sha256 {expected[:12]}…); pass the original file with "
-                "--weights PATH"
+                f"({', '.join(differ)}); pass the original file with --weights PATH"
             )
-    load_into(
-        model,
-        state,
-        what=str(folder / MODEL_WEIGHTS),
-        required=list(model.saved_state_dict(include_frozen=bool(record.get("self_contained")))),
-    )
+    required = list(model.saved_state_dict(include_frozen=bool(record.get("self_contained"))))
+    absent = [k for k in required if k not in state]
+    if absent and all(".visual." in k for k in absent):
+        raise CheckpointError(
+            f"{folder} was saved without CLIP's image tower, which these settings need at "
+            "inference (e.g. two_stage); save it referring to its CLIP weights instead of "
+            "--self-contained, or drop the setting"
+        )
+    load_into(model, state, what=str(folder / MODEL_WEIGHTS), required=required)
     model.training_record = record.get("training")
     return model.to(device).eval()
 
