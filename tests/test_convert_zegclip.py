@@ -1,6 +1,6 @@
-"""Released ZegCLIP / official-TagCLIP checkpoints -> vocaseg model folders (docs/methods/tagclip.md §8):
-key table at ViT-B/16 size, strict loading of a synthetic checkpoint in the released layout,
-warm start of TagCLIP from ZegCLIP, and the errors."""
+"""Released ZegCLIP / official-TagCLIP checkpoints -> vocaseg model folders
+(docs/methods/tagclip.md §8): key table at ViT-B/16 size, strict loading of a synthetic
+checkpoint in the released layout, warm start of TagCLIP from ZegCLIP, and the errors."""
 
 import pytest
 import torch

@@ -27,7 +27,7 @@ def _quick_gelu(x):
 
 
 def _reference_maskclip(sd, x, residual, ffn, heads_last="visual.transformer.resblocks.1."):
-    """The last layer of MaskCLIP from state-dict tensors alone (docs/methods/maskclip.md §11, 1)."""
+    """The last layer of MaskCLIP from state-dict tensors alone (maskclip.md §11, 1)."""
     c = x.shape[-1]
     p = heads_last
     y = F.layer_norm(x, (c,), sd[p + "ln_1.weight"], sd[p + "ln_1.bias"], 1e-5)

@@ -1,6 +1,6 @@
 """Optimiser groups and learning-rate schedules against the recipes' formulas
-(poly + warm-up: docs/methods/tagclip.md §6; cosine + warm-up: MAE's ``util/lr_sched.py`` as
-ZeroSeg uses it; step decay: GKC's released Mask2Former recipe)."""
+(poly + warm-up: docs/methods/tagclip.md §6; cosine + warm-up: MAE's ``util/lr_sched.py``,
+docs/methods/zeroseg.md "Settings"; step decay: GKC's released Mask2Former recipe)."""
 
 from __future__ import annotations
 

@@ -156,7 +156,7 @@ def infer_config(
     vision_heads: int | None = None,
     text_heads: int | None = None,
 ) -> CLIPConfig:
-    """Architecture of an OpenAI-layout state dict, read from tensor shapes (docs/clip-weights.md §7).
+    """Architecture of an OpenAI-layout state dict, from tensor shapes (docs/clip-weights.md §7).
 
     Heads cannot be read from shapes: they default to width // 64 (ResNet pool: 32 · width // 64).
     Raises ``KeyError`` naming the first required key that is absent.
@@ -202,8 +202,9 @@ def infer_config(
 
 
 def hf_config_fields(config: dict[str, Any]) -> dict[str, Any]:
-    """``infer_config`` keyword arguments from a HF ``config.json`` (docs/clip-weights.md §9): heads and the
-    activation, with the class defaults (QuickGELU, 8 text / 12 vision heads) for omitted keys."""
+    """``infer_config`` keyword arguments from a HF ``config.json`` (docs/clip-weights.md §9): heads
+    and the activation, with the class defaults (QuickGELU, 8 text / 12 vision heads) for omitted
+    keys."""
     text = config.get("text_config") or {}
     vision = config.get("vision_config") or {}
     acts = {text.get("hidden_act", "quick_gelu"), vision.get("hidden_act", "quick_gelu")}

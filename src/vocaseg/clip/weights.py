@@ -73,9 +73,9 @@ class KnownWeights:
     """One downloadable checkpoint (docs/clip-weights.md §4).
 
     ``filenames`` are tried in order in hub ``repo`` at ``revision``; no commit of these repos is
-    pinned (docs/clip-weights.md §4.1), so every revision is ``"main"``. ``sha256`` is the hub file's hash where a
-    primary source gives it (none does today). ``openai_url``/``openai_sha256`` name the original
-    TorchScript archive, the fallback for the nine OpenAI models.
+    pinned (docs/clip-weights.md §4.1), so every revision is ``"main"``. ``sha256`` is the hub
+    file's hash where a primary source gives it (none does today). ``openai_url``/``openai_sha256``
+    name the original TorchScript archive, the fallback for the nine OpenAI models.
     """
 
     name: str

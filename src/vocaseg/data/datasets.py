@@ -2,10 +2,10 @@
 
 Implements the reader contract of docs/datasets.md §1: root discovery (``root=``,
 ``$VOCASEG_DATASETS``, ``$DETECTRON2_DATASETS``, ``./data``, ``./datasets``), layout probing in
-table order (``layouts.py``), decoding to trainIds with strict value checks (``decoders.py``),
-count checks against the benchmark table (§2 there) and a record of what was read. ``name="folder"`` reads a user's own
-data: ``root/images[/<split>]/*`` + ``root/masks[/<split>]/*.png`` paired by stem, classes from
-``root/classes.txt``, mask values = class ids, 255 = ignore.
+table order (``layouts.py``), decoding to trainIds with strict value checks (``decoders.py``), count
+checks against the benchmark table (§2 there) and a record of what was read. ``name="folder"`` reads
+a user's own data: ``root/images[/<split>]/*`` + ``root/masks[/<split>]/*.png`` paired by stem,
+classes from ``root/classes.txt``, mask values = class ids, 255 = ignore.
 """
 
 from __future__ import annotations
@@ -43,8 +43,7 @@ CONVERTIBLE = (
 
 
 def list_datasets() -> list[str]:
-    """Every dataset id ``load_dataset`` accepts, in the order of docs/datasets.md §2, then
-    ``folder``."""
+    """Every dataset id ``load_dataset`` accepts (in docs/datasets.md §2 order), then ``folder``."""
     return [*SPECS, "folder"]
 
 

@@ -116,7 +116,8 @@ def decode_coco_panoptic(
     path: str | Path,
     unknown_as_ignore: bool = False,
 ) -> np.ndarray:
-    """COCO panoptic PNG ``[H, W, 3]`` + its ``segments_info`` -> semantic trainIds (docs/datasets.md §2.5).
+    """COCO panoptic PNG ``[H, W, 3]`` + its ``segments_info`` -> semantic trainIds
+    (docs/datasets.md §2.5).
 
     Segment id = R + 256 G + 256^2 B; 0 and ids not in ``segments`` are unlabeled (255); crowd
     segments keep their class, as detectron2's semantic conversion writes them.

@@ -69,7 +69,8 @@ def _voc20b_table() -> list[int]:
 
 
 def _coco_stuff_table() -> list[int]:
-    """stuffthingmaps value (COCO id - 1, 0..181) -> COCO-Stuff-171 trainId (docs/datasets.md §2.3)."""
+    """stuffthingmaps value (COCO id - 1, 0..181) -> COCO-Stuff-171 trainId
+    (docs/datasets.md §2.3)."""
     table = [-1] * 256
     for train_id, value in enumerate(load_ids("coco_stuff.ids")):
         table[value] = train_id
@@ -78,7 +79,8 @@ def _coco_stuff_table() -> list[int]:
 
 
 def _coco_object_table() -> list[int]:
-    """stuffthingmaps value -> COCO-Object: things -> trainId + 1; stuff and 255 -> 0 (docs/datasets.md §2.4)."""
+    """stuffthingmaps value -> COCO-Object: things -> trainId + 1; stuff and 255 -> 0
+    (docs/datasets.md §2.4)."""
     stuff = _coco_stuff_table()
     return [t + 1 if 0 <= t < 80 else 0 if t >= 80 else -1 for t in stuff]
 
