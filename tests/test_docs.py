@@ -41,7 +41,7 @@ def _line_of(text: str, offset: int) -> int:
 
 
 def _headings(page: Path) -> set[str]:
-    """Section numbers of a page's numbered headings: "## 4. Where" -> "4", "### 4.1 Hub" -> "4.1"."""
+    """Numbers of a page's numbered headings: "## 4. Where" -> "4", "### 4.1 Hub" -> "4.1"."""
     numbers = re.findall(r"^#{1,6}\s+(\d+(?:\.\d+)*)\.?\s", _text(page), flags=re.MULTILINE)
     return set(numbers)
 
