@@ -1,6 +1,6 @@
-"""Released ZegCLIP / official-TagCLIP checkpoints -> vocaseg model folders (specs/tagclip.md §8):
-key table at ViT-B/16 size, strict loading of a synthetic checkpoint in the released layout,
-warm start of TagCLIP from ZegCLIP, and the errors."""
+"""Released ZegCLIP / official-TagCLIP checkpoints -> vocaseg model folders
+(docs/methods/tagclip.md §8): key table at ViT-B/16 size, strict loading of a synthetic
+checkpoint in the released layout, warm start of TagCLIP from ZegCLIP, and the errors."""
 
 import pytest
 import torch
@@ -21,7 +21,7 @@ TINY = dict(
 
 
 def released_layout(width, layers, embed, prompts, grid, ffn, tagclip=False, patch=16):
-    """Key -> shape of a released checkpoint, written out from the table of spec §8."""
+    """Key -> shape of a released checkpoint, written out from docs/methods/tagclip.md §8."""
     shapes = {
         "backbone.conv1.weight": (width, 3, patch, patch),
         "backbone.class_embedding": (width,),

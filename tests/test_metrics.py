@@ -1,4 +1,4 @@
-"""vocaseg.metrics against independent per-class loops (specs/datasets-and-metrics.md §5)."""
+"""vocaseg.metrics against independent per-class loops (docs/datasets.md §5)."""
 
 import math
 

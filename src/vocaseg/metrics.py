@@ -1,4 +1,4 @@
-"""Segmentation metrics (specs/datasets-and-metrics.md §5): one int64 confusion matrix per dataset,
+"""Segmentation metrics (docs/datasets.md §5): one int64 confusion matrix per dataset,
 summarised as mIoU, mAcc, pAcc, fwIoU and seen/unseen/hIoU under detectron2 or MMSeg semantics,
 plus VSPW video consistency VC_n.
 

@@ -1,4 +1,4 @@
-"""Pure key conversions and architecture inference (spec §5, §7, §8)."""
+"""Pure key conversions and architecture inference (docs/clip-weights.md §7, §8, §9)."""
 
 from __future__ import annotations
 

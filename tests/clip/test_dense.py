@@ -1,4 +1,4 @@
-"""Dense CLIP features (specs/maskclip.md §9 items 1-5 and 7): independent recomputation from
+"""Dense CLIP features (docs/methods/maskclip.md §11): independent recomputation from
 state-dict tensors, the vanilla round-trip, attention variants, ResNet paths, KS/PD."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def _quick_gelu(x):
 
 
 def _reference_maskclip(sd, x, residual, ffn, heads_last="visual.transformer.resblocks.1."):
-    """The last layer of MaskCLIP from state-dict tensors alone (spec §9.1)."""
+    """The last layer of MaskCLIP from state-dict tensors alone (maskclip.md §11, 1)."""
     c = x.shape[-1]
     p = heads_last
     y = F.layer_norm(x, (c,), sd[p + "ln_1.weight"], sd[p + "ln_1.bias"], 1e-5)
@@ -80,7 +80,7 @@ def test_rows_and_columns_follow_the_positional_grid(tiny_vit_clip):
         )
         clip.visual.positional_embedding[1:] = pos.reshape(grid * grid, -1)
         feats = dense_features(clip, torch.randn(1, 3, 48, 80, dtype=torch.float64)).features
-    # (the grid resize runs in fp32, spec §2)
+    # (the grid resize runs in fp32, docs/methods/maskclip.md §2)
     assert torch.allclose(feats, feats[..., :1].expand_as(feats), atol=1e-6)
     assert (feats[0, :, 0, 0] - feats[0, :, 2, 0]).abs().max() > 1e-3
 

@@ -13,7 +13,7 @@ from vocaseg.clip import hub, load
 from vocaseg.clip.weights import KNOWN_WEIGHTS, canonical_name, download
 from vocaseg.errors import CheckpointError, UserError, WeightsNotFoundError
 
-# spec §4.1, the hashes embedded in the OpenAI archive URLs
+# docs/clip-weights.md §4.2, the hashes embedded in the OpenAI archive URLs
 OPENAI_SHA256 = {
     "RN50": "afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762",
     "RN101": "8fa8567bab74a42d41c5915025a8e4538c3bdbe8804a470a72f30b0d94fab599",

@@ -13,7 +13,7 @@ from vocaseg.clip.model import CLIP, CLIPConfig, QuickGELU
 from vocaseg.clip.weights import ARCHITECTURES, KNOWN_WEIGHTS, build
 from vocaseg.errors import ConfigError
 
-# spec §9: parameter counts in millions
+# docs/clip-weights.md §11: parameter counts in millions
 PARAMS_M = {"RN50": 102.01, "ViT-B/16": 149.62, "ViT-B/32": 151.28}
 
 

@@ -1,6 +1,6 @@
-"""Writers of tiny fake datasets in the on-disk layouts of the datasets spec §2.
+"""Writers of tiny fake datasets in the on-disk layouts of docs/datasets.md §2.
 
-Paths are spelled out here from the spec (not taken from ``vocaseg.data.layouts``), so the tests
+Paths are spelled out here from that page (not taken from ``vocaseg.data.layouts``), so the tests
 check the reader against the documented layouts. Images are PNG unless a test asks for JPEG, so
 pixels compare exactly.
 """

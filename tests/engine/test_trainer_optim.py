@@ -1,5 +1,6 @@
 """Optimiser groups and learning-rate schedules against the recipes' formulas
-(specs/tagclip.md §6 poly + warm-up, specs/zeroseg.md §5 cosine, specs/gkc.md §8 step)."""
+(poly + warm-up: docs/methods/tagclip.md §6; cosine + warm-up: MAE's ``util/lr_sched.py``,
+docs/methods/zeroseg.md "Settings"; step decay: GKC's released Mask2Former recipe)."""
 
 from __future__ import annotations
 

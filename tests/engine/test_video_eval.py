@@ -1,5 +1,6 @@
 """Video evaluation on a tiny generated VSPW layout with the nearest-colour stub (tests/eval_stub.py):
-mIoU from one matrix over all frames and VC8/VC16 checked against hand computations of spec §5."""
+mIoU from one matrix over all frames and VC8/VC16 checked against hand computations of
+docs/datasets.md §5.4."""
 
 import numpy as np
 import pytest

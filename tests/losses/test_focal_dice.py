@@ -1,4 +1,5 @@
-"""Sigmoid focal and dice losses and the N_m normaliser against hand computations (spec §3)."""
+"""Sigmoid focal and dice losses and the N_m normaliser against hand computations
+(docs/methods/tagclip.md §3)."""
 
 import math
 

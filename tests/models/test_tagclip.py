@@ -1,5 +1,5 @@
 """TagCLIP / ZegCLIP: structure at ViT-B/16 size, frozen CLIP, prompted forward, inference
-formulas, pseudo-labels and losses (specs/tagclip.md §2-§5)."""
+formulas, pseudo-labels and losses (docs/methods/tagclip.md §2-§5)."""
 
 import math
 

@@ -1,4 +1,5 @@
-"""The shipped TagCLIP / ZegCLIP training configs: they validate, carry the spec's presets, and
+"""The shipped TagCLIP / ZegCLIP training configs: they validate, carry the presets of
+docs/methods/tagclip.md §2.5 and §6, and
 build models with random CLIP weights (no download); ``vocaseg train --print-model`` on a tiny one."""
 
 from pathlib import Path

@@ -1,5 +1,5 @@
 """ZeroSeg as a model: MAE names at the top level of its state dict and MAE checkpoints through
-``run.init``; the parameter count the spec's shapes imply (``vocaseg train --print-model``);
+``run.init``; the parameter count the layer shapes imply (``vocaseg train --print-model``);
 inference against an independent computation of the GroupViT protocol (chained soft assignments,
 top-k filter) and of the per-window background rule averaged over windows."""
 
@@ -131,7 +131,7 @@ def _block(d: int, ratio: float = 4.0) -> int:  # norm1, qkv, proj, norm2, fc1, 
     return 2 * d + _linear(d, 3 * d) + _linear(d, d) + 2 * d + _linear(d, h) + _linear(h, d)
 
 
-def _grouping(d: int, s: int, s_out: int) -> int:  # spec §8 downsample.* shapes
+def _grouping(d: int, s: int, s_out: int) -> int:  # GroupViT's downsample.* shapes
     norms = 4 * 2 * d
     mlp_inter = _linear(s, d // 2) + _linear(d // 2, s_out)
     cross = 4 * _linear(d, d) + 2 * d + _linear(d, 4 * d) + _linear(4 * d, d) + 2 * d
@@ -139,7 +139,7 @@ def _grouping(d: int, s: int, s_out: int) -> int:  # spec §8 downsample.* shape
 
 
 def spec_parameter_count(cfg: dict, clip_dim: int) -> int:
-    """Trainable parameters implied by the spec's shape table (pos tables are fixed, not counted)."""
+    """Trainable parameters implied by the layer shapes (pos tables are fixed, not counted)."""
     d, p, e = cfg["seg_dim"], cfg["patch_size"], cfg["embed_dim"]
     dec = cfg["decoder_embed_dim"]
     depths, tokens = cfg["seg_depths"], cfg["seg_group_tokens"]
@@ -189,8 +189,9 @@ def test_print_model_of_the_paper_config_shows_the_vit_b16_student(capsys):
 
 
 def _reference_scores(model, images: torch.Tensor, text: torch.Tensor, topk: int) -> torch.Tensor:
-    """Spec §6 written out for one image: M = A1ᵀA2ᵀ, upsample, argmax, per-segment softmax with
-    the top-k mask from the pooled embedding, P = P_k ⊙ P_full, F = O·P, plus max P."""
+    """docs/methods/zeroseg.md "Inference and evaluation" written out for one image: M = A1ᵀA2ᵀ,
+    upsample, argmax, per-segment softmax with the top-k mask from the pooled embedding,
+    P = P_k ⊙ P_full, F = O·P, plus max P."""
     with torch.no_grad():
         head, encoded = model.segments(images)
     a1, a2 = head.assignments[0].soft[0], head.assignments[1].soft[0]  # [S1, N], [S2, S1]

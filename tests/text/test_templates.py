@@ -1,4 +1,5 @@
-"""Prompt-template sets: sizes, order and content from the specs, and lookup errors."""
+"""Prompt-template sets: sizes, order and content (docs/methods/maskclip.md §5,
+docs/methods/tagclip.md §2.2), and lookup errors."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Pure state-dict conversions between CLIP checkpoint layouts, and architecture inference.
 
-Spec: ``specs/clip-weights.md`` §5 (OpenAI layout, inferring the architecture from tensors), §7 (Hugging
-Face ``CLIPModel`` <-> OpenAI key mapping) and §8 (HF ``config.json`` fields and defaults). Every
+docs/clip-weights.md §7 (OpenAI layout, inferring the architecture from tensors), §8 (Hugging Face
+``CLIPModel`` <-> OpenAI key mapping) and §9 (HF ``config.json`` fields and defaults). Every
 function takes and returns plain dicts and never touches files.
 """
 
@@ -17,7 +17,7 @@ from vocaseg.clip.model import OPENAI_MEAN, OPENAI_STD, CLIPConfig
 
 StateDict = dict[str, Tensor]
 
-#: Scalars the OpenAI TorchScript archives carry beside the weights (spec §4.1).
+#: Scalars the OpenAI TorchScript archives carry beside the weights (docs/clip-weights.md §4.2).
 OPENAI_EXTRAS = ("input_resolution", "context_length", "vocab_size")
 
 # Per-block renames, HF -> OpenAI (q/k/v are fused separately).
@@ -73,7 +73,7 @@ def is_hf_layout(state: StateDict) -> bool:
 
 
 def hf_to_openai(state: StateDict) -> StateDict:
-    """Hugging Face ``CLIPModel`` state dict -> OpenAI layout (spec §7).
+    """Hugging Face ``CLIPModel`` state dict -> OpenAI layout (docs/clip-weights.md §8).
 
     q/k/v projections are fused into ``in_proj_{weight,bias}`` (q, k, v order); ``text_projection``
     and ``visual_projection`` are transposed; ``position_ids`` buffers are dropped. Unknown keys are
@@ -156,7 +156,7 @@ def infer_config(
     vision_heads: int | None = None,
     text_heads: int | None = None,
 ) -> CLIPConfig:
-    """Architecture of an OpenAI-layout state dict, read from tensor shapes (spec §5).
+    """Architecture of an OpenAI-layout state dict, from tensor shapes (docs/clip-weights.md §7).
 
     Heads cannot be read from shapes: they default to width // 64 (ResNet pool: 32 · width // 64).
     Raises ``KeyError`` naming the first required key that is absent.
@@ -202,8 +202,9 @@ def infer_config(
 
 
 def hf_config_fields(config: dict[str, Any]) -> dict[str, Any]:
-    """``infer_config`` keyword arguments from a HF ``config.json`` (spec §8): heads and the
-    activation, with the class defaults (QuickGELU, 8 text / 12 vision heads) for omitted keys."""
+    """``infer_config`` keyword arguments from a HF ``config.json`` (docs/clip-weights.md §9): heads
+    and the activation, with the class defaults (QuickGELU, 8 text / 12 vision heads) for omitted
+    keys."""
     text = config.get("text_config") or {}
     vision = config.get("vision_config") or {}
     acts = {text.get("hidden_act", "quick_gelu"), vision.get("hidden_act", "quick_gelu")}

@@ -1,6 +1,6 @@
 """Dense (per-patch) CLIP features at any resolution, for training-free segmentation.
 
-Spec: ``specs/maskclip.md`` §2-§4 and §6. MaskCLIP (Zhou et al., ECCV 2022, "Extract Free Dense
+docs/methods/maskclip.md §2-§4 and §6. MaskCLIP (Zhou et al., ECCV 2022, "Extract Free Dense
 Labels from CLIP") replaces the attention of the last ViT block by the identity, so each patch keeps
 its own value vector; SCLIP (``csa``), ClearCLIP (``qq``, no residual/FFN) and NACLIP (``naclip``,
 no residual/FFN) swap in other attention matrices. The ResNet path reads CLIP's attention pool as
@@ -53,8 +53,8 @@ def _at_least_fp32(x: Tensor) -> Tensor:
 def attention_weights(
     q: Tensor, k: Tensor, attn: Attention, grid: tuple[int, int], gaussian_std: float = 5.0
 ) -> Tensor:
-    """Attention matrix A [B, heads, N+1, N+1] of a last-layer variant (spec §3), computed in
-    float32 (float64 for float64 inputs) whatever autocast the caller runs under.
+    """Attention matrix A [B, heads, N+1, N+1] of a last-layer variant (docs/methods/maskclip.md
+    §3), computed in float32 (float64 for float64 inputs) whatever autocast the caller runs under.
 
     ``q``, ``k``: [B, heads, N+1, d] with the class token first; ``grid`` = (h, w).
     """
@@ -111,10 +111,11 @@ def last_block(
     gaussian_std: float = 5.0,
     return_keys: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
-    """Run the modified last ViT block on its input ``x`` [B, N+1, C] (spec §2 step 4).
+    """Run the modified last ViT block on its input ``x`` [B, N+1, C]
+    (docs/methods/maskclip.md §2, step 4).
 
     Returns Z [B, N+1, C] and, with ``return_keys``, the out-projected keys of the patch tokens
-    [B, N, C] (key smoothing, spec §6).
+    [B, N, C] (key smoothing, docs/methods/maskclip.md §6).
     """
     module = block.attn
     y = block.ln_1(x)
@@ -173,7 +174,8 @@ def vit_dense_features(
 def rn_dense_features(
     visual: nn.Module, images: Tensor, dense_attnpool: bool = False, return_keys: bool = False
 ) -> DenseOutput:
-    """Dense features of a CLIP ModifiedResNet (spec §4) [B, D, H/32, W/32], L2-normalised.
+    """L2-normalised dense features [B, D, H/32, W/32] of a CLIP ModifiedResNet
+    (docs/methods/maskclip.md §4).
 
     Default (MaskCLIP): the attention pool's ``v_proj`` and ``c_proj`` as 1×1 convolutions.
     ``dense_attnpool``: every spatial token (plus a prepended mean token) is a query of the pool's
@@ -218,7 +220,7 @@ def dense_features(
 
 
 # ---------------------------------------------------------------------------------------------
-# MaskCLIP refinements (spec §6), on cosine scores at feature resolution
+# MaskCLIP refinements (docs/methods/maskclip.md §6), on cosine scores at feature resolution
 
 
 def prompt_denoise(scores: Tensor, thresh: float, scale: float = 100.0) -> Tensor:

@@ -1,9 +1,10 @@
 """Download known CLIP weights on first use and find them in the cache afterwards.
 
-Spec: ``specs/clip-weights.md`` §4 (hub repos and file names, the OpenAI archive URLs whose path holds
-the file's SHA-256). Files land in ``cache_dir``, else ``$VOCASEG_CACHE``, else ``~/.cache/vocaseg``,
-as ``<owner>--<repo>/<file>`` (hub) or ``openai/<file>`` (OpenAI archives). Hashes are checked after
-download, before the file gets its final name.
+docs/clip-weights.md §4 (hub repos and file names, the OpenAI archive URLs whose path holds the
+file's SHA-256) and §5 (cache and offline behaviour). Files land in ``cache_dir``, else
+``$VOCASEG_CACHE``, else ``~/.cache/vocaseg``, as ``<owner>--<repo>/<file>`` (hub) or
+``openai/<file>`` (OpenAI archives). Hashes are checked after download, before the file gets its
+final name.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Pure-PyTorch CLIP (Radford et al., 2021, "Learning Transferable Visual Models From Natural
 Language Supervision"): the ViT and ModifiedResNet image towers, the causal text transformer, and
-``CLIPConfig``. Spec: ``specs/clip-weights.md`` §2, §5.
+``CLIPConfig``. Architectures and key names: docs/clip-weights.md §2, §7.
 
 Parameter names follow the OpenAI release exactly, so OpenAI and open_clip state dicts load without
 renaming. Unlike the original, token sequences are batch-first ``[B, N, C]`` everywhere and all
@@ -36,7 +36,7 @@ ACTIVATIONS = ("quick_gelu", "gelu")
 
 @dataclass
 class CLIPConfig:
-    """Architecture of a CLIP model (spec §2).
+    """Architecture of a CLIP model (docs/clip-weights.md §2).
 
     ``vision_layers`` is an int for a ViT or a 4-tuple of blocks per stage for a ModifiedResNet
     (then ``vision_patch_size`` is None). Head counts default to width // 64 (ViT, text) and

@@ -1,6 +1,7 @@
 """CLIP's byte-level BPE tokenizer (Radford et al., 2021), written from the algorithm.
 
-Spec: specs/clip-weights.md §5 (CLIP-tok). Text is repaired with ftfy, HTML-unescaped twice,
+Reference: ``openai/CLIP`` ``clip/simple_tokenizer.py``; docs/clip-weights.md §10. Text is
+repaired with ftfy, HTML-unescaped twice,
 whitespace-collapsed and lower-cased, split with CLIP's regex, mapped byte-by-byte to printable
 characters and merged with the 48 894 ranked merges of ``bpe_simple_vocab_16e6.txt.gz``. The
 vocabulary has 49 408 entries: 256 byte symbols, the same 256 with a ``</w>`` word-end marker, one

@@ -1,7 +1,7 @@
 """Known CLIP weights and the public ``build`` / ``load`` entry points.
 
-Spec: ``specs/clip-weights.md`` §1-§4 (model list, architecture numbers, activations, mean/std,
-hub repos and the nine OpenAI archive hashes). ``build`` makes a randomly initialised CLIP of a known
+docs/clip-weights.md §1-§4 (model list, architecture numbers, activations, mean/std, hub repos
+and the nine OpenAI archive hashes). ``build`` makes a randomly initialised CLIP of a known
 architecture; ``load`` reads weights from a known name (downloaded on first use) or a local file.
 """
 
@@ -52,7 +52,7 @@ def _rn(
     )
 
 
-#: Architecture of each OpenAI model name (spec §2); QuickGELU, OpenAI mean/std.
+#: Architecture of each OpenAI model name (docs/clip-weights.md §2); QuickGELU, OpenAI mean/std.
 ARCHITECTURES: dict[str, CLIPConfig] = {
     "RN50": _rn(1024, 224, (3, 4, 6, 3), 64, 512),
     "RN101": _rn(512, 224, (3, 4, 23, 3), 64, 512),
@@ -70,12 +70,12 @@ _AZURE = "https://openaipublic.azureedge.net/clip/models"
 
 @dataclass(frozen=True)
 class KnownWeights:
-    """One downloadable checkpoint (spec §4).
+    """One downloadable checkpoint (docs/clip-weights.md §4).
 
     ``filenames`` are tried in order in hub ``repo`` at ``revision``; no commit of these repos is
-    pinned in the spec, so every revision is ``"main"``. ``sha256`` is the hub file's hash where a
-    primary source gives it (none does today). ``openai_url``/``openai_sha256`` name the original
-    TorchScript archive, the fallback for the nine OpenAI models.
+    pinned (docs/clip-weights.md §4.1), so every revision is ``"main"``. ``sha256`` is the hub
+    file's hash where a primary source gives it (none does today). ``openai_url``/``openai_sha256``
+    name the original TorchScript archive, the fallback for the nine OpenAI models.
     """
 
     name: str
@@ -111,7 +111,7 @@ def _openai(name: str, repo: str, file: str, sha: str) -> KnownWeights:
     )
 
 
-#: The twelve known checkpoints (spec §1), by canonical name.
+#: The twelve known checkpoints (docs/clip-weights.md §1), by canonical name.
 KNOWN_WEIGHTS: dict[str, KnownWeights] = {
     w.name: w
     for w in (
@@ -180,7 +180,7 @@ KNOWN_WEIGHTS: dict[str, KnownWeights] = {
             name="ViT-L-14:laion2b_s32b_b82k",
             arch="ViT-L/14",
             repo="laion/CLIP-ViT-L-14-laion2B-s32B-b82K",
-            # the hub's safetensors conversion is named after the .bin (spec §4.2)
+            # the hub's safetensors conversion is named after the .bin (docs/clip-weights.md §4.1)
             filenames=("open_clip_pytorch_model.safetensors", "open_clip_pytorch_model.bin"),
             activation="gelu",
             mean=INCEPTION_MEAN,

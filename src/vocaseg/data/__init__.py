@@ -1,4 +1,4 @@
-"""Data layer: benchmark readers, class lists and converters (datasets spec).
+"""Data layer: benchmark readers, class lists and converters (docs/datasets.md).
 
 ``load_dataset(name, root=None, split="val", layout=None, strict=False, unknown_as_ignore=False)``
 returns a sized, indexable dataset of ``{"image", "label", "path"}`` dicts; ``list_datasets()``

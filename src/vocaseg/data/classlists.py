@@ -1,4 +1,5 @@
-"""Class-name lists, zero-shot splits and id tables shipped as package data (datasets spec §3, §4).
+"""Class-name lists, zero-shot splits and id tables shipped as package data
+(docs/datasets.md §3, §4.1).
 
 Files live in ``vocaseg/data/classes``: ``<id>.txt`` is a benchmark's canonical list (one class
 per line in trainId order, ``;`` between synonyms); other suffixes are variants reproducing a

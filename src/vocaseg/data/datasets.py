@@ -1,11 +1,11 @@
 """Dataset readers: ``load_dataset(name)`` finds a benchmark on disk and serves decoded samples.
 
-Implements the reader contract of the datasets spec §1: root discovery (``root=``,
+Implements the reader contract of docs/datasets.md §1: root discovery (``root=``,
 ``$VOCASEG_DATASETS``, ``$DETECTRON2_DATASETS``, ``./data``, ``./datasets``), layout probing in
-table order (``layouts.py``), decoding to trainIds with strict value checks (``decoders.py``),
-count checks against §2 and a record of what was read. ``name="folder"`` reads a user's own
-data: ``root/images[/<split>]/*`` + ``root/masks[/<split>]/*.png`` paired by stem, classes from
-``root/classes.txt``, mask values = class ids, 255 = ignore.
+table order (``layouts.py``), decoding to trainIds with strict value checks (``decoders.py``), count
+checks against the benchmark table (§2 there) and a record of what was read. ``name="folder"`` reads
+a user's own data: ``root/images[/<split>]/*`` + ``root/masks[/<split>]/*.png`` paired by stem,
+classes from ``root/classes.txt``, mask values = class ids, 255 = ignore.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ CONVERTIBLE = (
 
 
 def list_datasets() -> list[str]:
-    """Every dataset id ``load_dataset`` accepts, in the spec's table order, then ``folder``."""
+    """Every dataset id ``load_dataset`` accepts (in docs/datasets.md §2 order), then ``folder``."""
     return [*SPECS, "folder"]
 
 

@@ -1,4 +1,5 @@
-"""Label decoders: on-disk label values -> trainIds 0..C-1 or the in-memory ignore value (spec §1).
+"""Label decoders: on-disk label values -> trainIds 0..C-1 or the in-memory ignore value
+(docs/datasets.md §1.4).
 
 Every per-pixel decoder is a lookup table over the on-disk values (256 entries for 8-bit labels,
 65,536 for 16-bit ones) built once per dataset. Entries are a trainId, the in-memory ignore value
@@ -57,7 +58,7 @@ def build_lut(
         lut[keep] = values[keep] - 1
         lut[0] = ignore
     elif decoder == "vipseg":
-        # 0 void; v <= C: class v; v > C: thing instance class*100 + k (spec §2.10)
+        # 0 void; v <= C: class v; v > C: thing instance class*100 + k (docs/datasets.md §2.10)
         lut[1 : num_classes + 1] = values[1 : num_classes + 1] - 1
         things = values[num_classes + 1 :] // 100
         lut[num_classes + 1 :] = np.where(things <= num_classes, things - 1, UNKNOWN)
@@ -115,7 +116,8 @@ def decode_coco_panoptic(
     path: str | Path,
     unknown_as_ignore: bool = False,
 ) -> np.ndarray:
-    """COCO panoptic PNG ``[H, W, 3]`` + its ``segments_info`` -> semantic trainIds (spec §2.5).
+    """COCO panoptic PNG ``[H, W, 3]`` + its ``segments_info`` -> semantic trainIds
+    (docs/datasets.md §2.5).
 
     Segment id = R + 256 G + 256^2 B; 0 and ids not in ``segments`` are unlabeled (255); crowd
     segments keep their class, as detectron2's semantic conversion writes them.

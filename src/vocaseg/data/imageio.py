@@ -1,4 +1,5 @@
-"""Reading images and label maps from disk, and writing label maps atomically (datasets spec §1).
+"""Reading images and label maps from disk, and writing label maps atomically
+(docs/datasets.md §1.4).
 
 Images come back as uint8 ``[H, W, 3]`` RGB after EXIF orientation; grayscale, RGBA and palette
 images are converted. Labels come back at their native depth and meaning: palette PNGs (VOC) as

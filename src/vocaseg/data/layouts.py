@@ -1,4 +1,5 @@
-"""Benchmark table: classes, expected counts and on-disk layouts of every dataset id (spec §2).
+"""Benchmark table: classes, expected counts and on-disk layouts of every dataset id
+(docs/datasets.md §2).
 
 Each :class:`DatasetSpec` lists its layouts in probing order (MMSeg first, then the detectron2
 repos: CAT-Seg, SAN, FC-CLIP/ODISE). A :class:`Layout` names folders relative to a dataset root;
@@ -68,7 +69,8 @@ def _voc20b_table() -> list[int]:
 
 
 def _coco_stuff_table() -> list[int]:
-    """stuffthingmaps value (COCO id - 1, 0..181) -> COCO-Stuff-171 trainId (spec §2.3)."""
+    """stuffthingmaps value (COCO id - 1, 0..181) -> COCO-Stuff-171 trainId
+    (docs/datasets.md §2.3)."""
     table = [-1] * 256
     for train_id, value in enumerate(load_ids("coco_stuff.ids")):
         table[value] = train_id
@@ -77,7 +79,8 @@ def _coco_stuff_table() -> list[int]:
 
 
 def _coco_object_table() -> list[int]:
-    """stuffthingmaps value -> COCO-Object: things -> trainId + 1; stuff and 255 -> 0 (spec §2.4)."""
+    """stuffthingmaps value -> COCO-Object: things -> trainId + 1; stuff and 255 -> 0
+    (docs/datasets.md §2.4)."""
     stuff = _coco_stuff_table()
     return [t + 1 if 0 <= t < 80 else 0 if t >= 80 else -1 for t in stuff]
 

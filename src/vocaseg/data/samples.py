@@ -1,4 +1,5 @@
-"""Sample lists: probe a layout under a root and pair images with label files (spec §1).
+"""Sample lists: probe a layout under a root and pair images with label files
+(docs/datasets.md §1.3).
 
 A layout's sample list comes from its split file when it has one (MMSeg), else from the label
 files present, paired with images by stem (detectron2 ``load_sem_seg``). Video layouts list the

@@ -3,9 +3,11 @@
 - :func:`param_groups`: trainable parameters grouped by learning-rate and weight-decay multipliers
   (name substrings, longest match wins) and no-decay kinds (norm / embedding / bias / 1-D).
 - :func:`build_optimizer`: AdamW over those groups; each group keeps its peak lr in ``initial_lr``.
-- :class:`Schedule`: a stateless per-iteration lr factor: poly with linear warm-up (specs/tagclip.md
-  §6), cosine with warm-up (specs/zeroseg.md §5), step decay (specs/gkc.md §8), constant.
-  Being a pure function of the step, it resumes exactly from the step alone.
+- :class:`Schedule`: a stateless per-iteration lr factor: poly with linear warm-up
+  (docs/methods/tagclip.md §6), cosine with warm-up (MAE's ``util/lr_sched.py``;
+  docs/methods/zeroseg.md "Settings"), step decay (GKC's released Mask2Former recipe;
+  docs/methods/gkc.md), constant. Being a pure function of the step, it resumes exactly from the
+  step alone.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Video evaluation for the evaluator (specs/datasets-and-metrics.md §5 "Video", §4 ``ov-video``).
+"""Video evaluation for the evaluator (docs/datasets.md §5.4; the ``ov-video`` protocol).
 
 A video dataset (a reader with ``.videos``: video -> frame indices, frames sorted by name) is scored
 like an image dataset - one confusion matrix over every annotated frame - plus VSPW's video

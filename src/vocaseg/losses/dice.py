@@ -1,5 +1,5 @@
 """Soft dice loss on sigmoid mask logits (Milletari et al., V-Net, 3DV 2016), in the +1-smoothed
-form of ZegCLIP and TagCLIP (specs/tagclip.md §3)."""
+form of ZegCLIP and TagCLIP (docs/methods/tagclip.md §3)."""
 
 from __future__ import annotations
 

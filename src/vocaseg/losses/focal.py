@@ -1,5 +1,5 @@
 """Sigmoid focal loss on dense mask logits (Lin et al., "Focal Loss for Dense Object Detection",
-ICCV 2017), as used by ZegCLIP and TagCLIP (specs/tagclip.md §3).
+ICCV 2017), as used by ZegCLIP and TagCLIP (docs/methods/tagclip.md §3).
 
 Each (image, channel) map contributes its pixel mean; the maps are summed and divided by the
 normaliser ``num_masks`` (N_m, see :func:`vocaseg.losses.num_masks`).

@@ -254,7 +254,8 @@ class TagCLIP(SegmentationModel):
         return frozenset({"label_full"}) if self._reads_unseen_locations() else frozenset()
 
     def result_notes(self) -> list[str]:
-        """Spec §3: inductive runs with trusty_target "unseen" saw where unseen pixels are."""
+        """docs/methods/tagclip.md §3: inductive runs with trusty_target "unseen" saw where unseen
+        pixels are."""
         if self._reads_unseen_locations():
             return ["uses unseen-pixel locations (trusty_target='unseen', released-code variant)"]
         return []

@@ -1,7 +1,7 @@
 """Vocabulary -> CLIP text embeddings: prompt ensembling, synonym modes, memory and disk caches.
 
-Specs: specs/maskclip.md §5 and specs/tagclip.md §2.2 (ensembling: encode every template, L2-normalise
-each, average, renormalise), specs/datasets-and-metrics.md §3 (synonym modes).
+Ensembling (encode every template, L2-normalise each, average, renormalise):
+docs/methods/maskclip.md §5 and docs/methods/tagclip.md §2.2; synonym modes: docs/datasets.md §3.
 
 Every name is encoded once per (text weights, template set) and process: embeddings live in a
 process-wide memory cache and, one small safetensors file per name, in an on-disk cache keyed by a

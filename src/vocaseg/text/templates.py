@@ -1,11 +1,12 @@
 """Named prompt-template sets: a class name fills the ``{}`` of each template.
 
-Sources: specs/maskclip.md §5 (``single``, ``imagenet80``, ``maskclip85``) and specs/tagclip.md §2.2
-(``voc_single``, ``coco15``). ``imagenet80`` is OpenAI's ImageNet prompt-engineering list in its
-standard order; ``maskclip85`` appends MaskCLIP's five scene templates to it. ``identity`` feeds
-the class name alone (GKC encodes names verbatim; GroupViT's ``identity`` template set).
-``subset7`` is GroupViT's seven-template subset of the ImageNet list (NVlabs/GroupViT
-``datasets/imagenet_template.py``, ``sub_imagenet_template``), an option for ZeroSeg.
+Sources: docs/methods/maskclip.md §5 (``single``, ``imagenet80``, ``maskclip85``) and
+docs/methods/tagclip.md §2.2 (``voc_single``, ``coco15``). ``imagenet80`` is OpenAI's ImageNet
+prompt-engineering list in its standard order; ``maskclip85`` appends MaskCLIP's five scene
+templates to it. ``identity`` feeds the class name alone (GKC encodes names verbatim; GroupViT's
+``identity`` template set). ``subset7`` is GroupViT's seven-template subset of the ImageNet list
+(NVlabs/GroupViT ``datasets/imagenet_template.py``, ``sub_imagenet_template``), an option for
+ZeroSeg.
 
 Public: ``TEMPLATE_SETS`` (name -> tuple of templates), ``get_templates(name_or_list)``.
 """

@@ -1,6 +1,7 @@
 """GroupViT grouping and ZeroSeg's segmentation head: hard assignment with straight-through
 gradient, one segment per pixel from chained assignments, fp32 assignment under autocast,
-state-dict names and the ViT-B/16 parameter count implied by the spec's shapes."""
+state-dict names and the ViT-B/16 parameter count implied by the layer shapes
+(GroupViT, ZeroSeg Chen et al. ICCV 2023 §3.2)."""
 
 import pytest
 import torch
@@ -160,7 +161,7 @@ def test_projector_norms(norm):
 
 
 def _analytic_counts(d: int = 768, dec: int = 512, proj_hidden: int = 4096, clip: int = 768):
-    """Parameter counts implied by the spec's shapes (ViT-B/16 student, 224 px, 16 px patches)."""
+    """Parameter counts implied by the layer shapes (ViT-B/16 student, 224 px, 16 px patches)."""
 
     def linear(i, o, bias=True):
         return i * o + (o if bias else 0)

@@ -1,4 +1,4 @@
-"""Converters from official dataset releases to the files the readers take (datasets spec §2).
+"""Converters from official dataset releases to the files the readers take (docs/datasets.md §6).
 
 ``prepare(name, src, dst)`` checks that ``dst`` can be written, unpacks an archive ``src`` under
 ``dst/.extracted/`` for the length of the run (removed afterwards, also on failure, unless

@@ -1,4 +1,4 @@
-"""ADE20K-Full (847 classes) from the ``ADE20K_2021_17_01`` release (spec §2.7).
+"""ADE20K-Full (847 classes) from the ``ADE20K_2021_17_01`` release (docs/datasets.md §2.7, §6.3).
 
 Follows the detectron2-family ``prepare_ade20k_full`` recipe: keep ``ADE_*.jpg`` files whose
 name's second ``_`` field is ``val`` (validation) or ``train`` (training); class = ⌊R/10⌋·256 + G

@@ -1,4 +1,4 @@
-"""Cityscapes ``labelIds`` -> ``labelTrainIds`` (datasets spec §2.8).
+"""Cityscapes ``labelIds`` -> ``labelTrainIds`` (docs/datasets.md §2.8, §6.5).
 
 The official ``gtFine_trainvaltest.zip`` holds ``gtFine/<split>/<city>/*_gtFine_labelIds.png``
 (the 34 label ids of ``cityscapesScripts/helpers/labels.py``) but not the 19-class trainId maps the

@@ -1,4 +1,5 @@
-"""COCO-Stuff-171 and COCO-Object label maps from the official stuffthingmaps (spec §2.3, §2.4).
+"""COCO-Stuff-171 and COCO-Object label maps from the official stuffthingmaps
+(docs/datasets.md §2.3, §2.4, §6.1).
 
 Input: ``stuffthingmaps_trainval2017.zip`` or its folder (``train2017/*.png``, ``val2017/*.png``;
 value = COCO id - 1, 255 unlabeled). Output, MMSeg's layout beside the raw maps:

@@ -1,4 +1,4 @@
-"""PASCAL Context PC-59/60 and PC-459 label maps (datasets spec §2.2).
+"""PASCAL Context PC-59/60 and PC-459 label maps (docs/datasets.md §2.2, §6.2).
 
 PC-59/60, default (``--from json``): from ``trainval_merged.json`` of PASCAL in Detail, as
 MMSegmentation's ``tools/dataset_converters/pascal_context.py`` builds them with the Detail API's

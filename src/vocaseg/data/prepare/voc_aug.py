@@ -1,4 +1,5 @@
-"""PASCAL VOC train_aug: SBD ``cls/*.mat`` -> ``SegmentationClassAug/*.png`` (spec §2.1).
+"""PASCAL VOC train_aug: SBD ``cls/*.mat`` -> ``SegmentationClassAug/*.png``
+(docs/datasets.md §2.1, §6.4).
 
 Inputs: ``--src`` the SBD release (``benchmark.tgz`` or its ``benchmark_RELEASE/dataset`` folder
 with ``cls/*.mat`` holding ``GTcls.Segmentation``, ``train.txt``, ``val.txt``) and ``--dst`` the

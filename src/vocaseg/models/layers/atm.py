@@ -1,6 +1,6 @@
-"""Attention-to-mask (ATM) blocks (Zhang et al., "SegViT", NeurIPS 2022), as the ZegCLIP and
-TagCLIP heads use them (specs/tagclip.md §2.4): class queries cross-attend to patch embeddings,
-and the head-averaged *pre-softmax* query–patch attention logits of the last block are the masks.
+"""Attention-to-mask (ATM) blocks (Zhang et al., "SegViT", NeurIPS 2022), as the ZegCLIP and TagCLIP
+heads use them (docs/methods/tagclip.md §2.4): class queries cross-attend to patch embeddings, and
+the head-averaged *pre-softmax* query–patch attention logits of the last block are the masks.
 """
 
 from __future__ import annotations

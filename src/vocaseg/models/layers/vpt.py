@@ -1,5 +1,5 @@
 """Deep visual prompt tuning of a frozen CLIP ViT (Jia et al., "Visual Prompt Tuning", ECCV 2022),
-in the form ZegCLIP and TagCLIP use it (specs/tagclip.md §2.1).
+in the form ZegCLIP and TagCLIP use it (docs/methods/tagclip.md §2.1).
 
 :class:`VisualPrompts` holds only the trainable parts (``shallow``, ``deep``, ``proj``, ``norm``);
 :meth:`VisualPrompts.encode` runs CLIP's own patch embedding and transformer blocks with the
