@@ -104,3 +104,19 @@ def test_evaluation_records_the_row_and_applies_it(capsys, tmp_path, tiny_clip_f
     assert record["clip_weights"] == str(tiny_clip_file.resolve())
     code, _, err = run_cli(capsys, "eval", *argv, "--data-root", root, "-o", out)
     assert code == 2 and "already holds evaluation results" in err
+
+
+def test_offline_without_weights_refuses_and_writes_nothing(capsys, tmp_path, monkeypatch):
+    # The README's own example: no --weights, no cached CLIP, no network -> one line, exit 2.
+    from data.layouts import label, write_voc_mmseg
+
+    monkeypatch.setenv("VOCASEG_OFFLINE", "1")
+    write_voc_mmseg(tmp_path / "data", {"a": label([0, 1, 2, 255])})
+    out = tmp_path / "eval"
+    argv = ["--dataset", "voc20", "--data-root", tmp_path / "data", "-o", out]
+    code, _, err = run_cli(capsys, "eval", "--model", "maskclip", *argv)
+    lines = [line for line in err.splitlines() if not line.startswith("warning: ")]
+    assert code == 2 and len(lines) == 1 and "vocaseg download ViT-B/16" in lines[0]
+    assert not out.exists()
+    code, _, err = run_cli(capsys, "eval", "--model", "tagclip", *argv)
+    assert code == 2 and "must be trained" in err and not out.exists()
