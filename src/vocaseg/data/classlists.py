@@ -15,11 +15,11 @@ later in a line is part of the name); every other line is one entry.
 
 from __future__ import annotations
 
-import hashlib
 from functools import cache
 from importlib import resources
 
 from vocaseg.errors import DatasetError
+from vocaseg.hashing import text_sha256
 from vocaseg.text.vocab import Vocabulary
 
 
@@ -68,7 +68,7 @@ def load_ids(list_id: str) -> list[int]:
 
 def class_list_sha256(list_id: str) -> str:
     """SHA-256 of the list file's bytes, recorded with every result."""
-    return hashlib.sha256(_read(list_id).encode("utf-8")).hexdigest()
+    return text_sha256(_read(list_id))
 
 
 def seen_ids(dataset_id: str, num_classes: int) -> tuple[int, ...] | None:

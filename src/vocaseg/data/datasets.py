@@ -10,7 +10,6 @@ classes from ``root/classes.txt``, mask values = class ids, 255 = ignore.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import warnings
@@ -26,6 +25,7 @@ from vocaseg.data.imageio import read_image, read_label
 from vocaseg.data.layouts import SPECS, TABLES, DatasetSpec, Layout
 from vocaseg.data.samples import Sample, list_samples, probe_parts
 from vocaseg.errors import DatasetError
+from vocaseg.hashing import file_sha256, text_sha256
 from vocaseg.text.vocab import Vocabulary
 
 ROOT_VARIABLES = ("VOCASEG_DATASETS", "DETECTRON2_DATASETS")
@@ -229,7 +229,7 @@ class SegmentationDataset(Sequence):
 def samples_sha256(samples: list[Sample]) -> str:
     """SHA-256 of the sorted (key, label file size) list: which files, and which versions."""
     items = sorted((s.key, s.label.stat().st_size) for s in samples)
-    return hashlib.sha256(json.dumps(items).encode("utf-8")).hexdigest()
+    return text_sha256(json.dumps(items))
 
 
 def _check_count(name: str, split: str, found: int, expected: tuple[int, ...], strict: bool):
@@ -272,7 +272,7 @@ def _load_folder(root: str | os.PathLike | None, split: str, unknown_as_ignore: 
             f"no image/mask pairs under {root / layout.fill(layout.images, split)} and "
             f"{root / layout.fill(layout.labels, split)}; masks must be PNGs named like the images"
         )
-    sha = hashlib.sha256(classes_file.read_bytes()).hexdigest()
+    sha = file_sha256(classes_file)
     return root, layout, samples, classes, str(classes_file), sha
 
 

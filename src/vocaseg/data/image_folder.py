@@ -19,7 +19,6 @@ and lists the unreadable ones in its manifest with a summary line.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 from collections.abc import Sequence
@@ -32,6 +31,7 @@ from PIL import Image
 
 from vocaseg.data.imageio import read_image
 from vocaseg.errors import DatasetError
+from vocaseg.hashing import text_sha256
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -58,7 +58,7 @@ def _chw(image: np.ndarray) -> torch.Tensor:
 
 def paths_sha256(paths: Sequence[str]) -> str:
     """Fingerprint of an ordered image list (to check a cache belongs to a folder)."""
-    return hashlib.sha256("\n".join(paths).encode("utf-8")).hexdigest()
+    return text_sha256("\n".join(paths))
 
 
 class ImageFolderSource:

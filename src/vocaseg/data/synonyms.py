@@ -17,7 +17,6 @@ per-instance synonym scores and the per-iteration vocabulary rewrite.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -30,6 +29,7 @@ import numpy as np
 
 from vocaseg.data.classlists import load_class_list
 from vocaseg.errors import UserError, VocabularyError
+from vocaseg.hashing import file_sha256
 from vocaseg.io import atomic_open, write_json
 
 SYNONYMS_FILE = "coco133_synonyms.json"
@@ -126,7 +126,7 @@ def load_synonyms(
 def synonyms_sha256(path: str | os.PathLike | None = None) -> str:
     """SHA-256 of a synonym file's bytes (default: the shipped one), logged and checkpointed."""
     file = Path(path) if path is not None else _shipped()
-    return hashlib.sha256(file.read_bytes()).hexdigest()
+    return file_sha256(file)
 
 
 def write_synonyms(path: str | os.PathLike, synonyms: Mapping[str, Sequence[str]]) -> None:

@@ -14,7 +14,6 @@ Public: ``TextEmbedder``, ``SYNONYM_MODES``, ``text_weights_id(clip)``, ``clear_
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ from tqdm.auto import tqdm
 from vocaseg.clip.hub import cache_root
 from vocaseg.clip.tokenizer import default_tokenizer
 from vocaseg.errors import ConfigError, VocabularyError
+from vocaseg.hashing import tensors_sha256, text_sha256
 from vocaseg.io import atomic_path
 from vocaseg.text.templates import get_templates
 from vocaseg.text.vocab import Vocabulary
@@ -52,20 +52,13 @@ def clear_memory_cache() -> None:
     _MEMORY.clear()
 
 
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 def text_weights_id(clip: nn.Module) -> str:
     """SHA-256 of the text tower: names, dtypes, shapes and bytes of every non-``visual.`` tensor."""
-    digest = hashlib.sha256()
-    for key, tensor in sorted(clip.state_dict().items()):
-        if key.startswith("visual.") or key == "logit_scale":
-            continue
-        tensor = tensor.detach().cpu().contiguous()
-        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.view(torch.uint8).numpy().data)
-    return digest.hexdigest()
+    return tensors_sha256(
+        (key, tensor)
+        for key, tensor in clip.state_dict().items()
+        if not key.startswith("visual.") and key != "logit_scale"
+    )
 
 
 def default_cache_dir() -> Path:
@@ -113,7 +106,7 @@ class TextEmbedder:
         self.template_agg = template_agg
         # Cache key of (templates, aggregation); CLIP's rule keeps the key of the templates alone.
         suffix = "" if template_agg == "clip" else f"\nagg={template_agg}"
-        self.templates_id = _sha256("\n".join(self.templates) + suffix)
+        self.templates_id = text_sha256("\n".join(self.templates) + suffix)
         self.synonym_mode = synonym_mode
         self.batch_size = batch_size
         self.cache_dir = None if not disk_cache else Path(cache_dir or default_cache_dir())
@@ -216,8 +209,8 @@ class TextEmbedder:
 
     def _path(self, key: tuple[str, str, str]) -> Path:
         weights_id, templates_id, name = key
-        folder = self.cache_dir / _sha256(weights_id)[:16] / templates_id[:16]
-        return folder / f"{_sha256(name)[:32]}.safetensors"
+        folder = self.cache_dir / text_sha256(weights_id)[:16] / templates_id[:16]
+        return folder / f"{text_sha256(name)[:32]}.safetensors"
 
     def _load(self, name: str, key: tuple[str, str, str]) -> bool:
         """Fill the memory cache from disk; False when absent, unreadable or for another name."""
