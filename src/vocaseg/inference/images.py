@@ -1,53 +1,35 @@
-"""Image input for inference: files, PIL images, numpy arrays and tensors -> RGB uint8 arrays.
+"""Image input for inference: files, PIL images, numpy arrays and tensors -> RGB uint8 arrays,
+and the expansion of files and folders into the inputs to segment.
 
-Files honour EXIF orientation; grayscale, RGBA, palette, CMYK and 16-bit images become 8-bit RGB.
-A missing, unreadable or truncated file is an :class:`vocaseg.errors.ImageError` naming the file.
+Files are read by the package's one image reader (:func:`vocaseg.data.imageio.open_rgb`): EXIF
+orientation, every PIL mode to 8-bit RGB, and a pixel limit against decompression bombs. A missing,
+empty, unreadable, truncated or too large file is an :class:`vocaseg.errors.ImageError` naming the
+file.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from vocaseg.constants import IMAGE_SUFFIXES
+from vocaseg.data.imageio import open_rgb, to_rgb
 from vocaseg.errors import ImageError
 
 ImageInput = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
 
 
 def read_image(path: str | os.PathLike) -> Image.Image:
-    """Open an image file as an upright 8-bit RGB PIL image (fully decoded)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ImageError(f"image not found: {path} (check the path)")
-    try:
-        with Image.open(path) as image:
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            return to_rgb(image)
-    except UnidentifiedImageError:
-        raise ImageError(f"{path} is not an image PIL can read; pass a JPEG/PNG/... file") from None
-    except (OSError, SyntaxError, ValueError) as err:  # truncated or corrupt data
-        raise ImageError(f"{path} is damaged or truncated ({err}); re-export the image") from None
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any PIL mode to 8-bit RGB (16-bit and 32-bit integer images are rescaled)."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        values = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode.startswith("I;16") else max(float(values.max()), 1.0)
-        if image.mode == "I" and values.max() <= 255:
-            top = 255.0
-        gray = np.clip(values / top * 255.0, 0, 255).round().astype(np.uint8)
-        return Image.fromarray(gray).convert("RGB")
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    return image.convert("RGB")
+    """Open an image file as an upright 8-bit RGB PIL image (fully decoded); any failure, a file
+    over the pixel limit (``vocaseg.data.imageio.set_max_pixels``) included, is an
+    :class:`ImageError` naming the file (:func:`vocaseg.data.imageio.open_rgb`)."""
+    return open_rgb(path, ImageError)
 
 
 def as_rgb_array(item: ImageInput) -> np.ndarray:
@@ -98,26 +80,77 @@ def _array_to_rgb(array: Any) -> np.ndarray:
     raise ImageError(f"unsupported image array dtype {array.dtype}; use uint8 or float in [0, 1]")
 
 
-def find_images(inputs: list[str | os.PathLike]) -> list[Path]:
-    """Expand files and folders (their image files, sorted, not recursive) into a list of paths.
+def find_images(inputs: Iterable[str | os.PathLike], recursive: bool = False) -> list[Path]:
+    """Expand files and folders into the image files to segment (see :func:`find_inputs`)."""
+    return [path for path, _ in find_inputs(inputs, recursive=recursive)]
 
-    A named path that does not exist is an :class:`ImageError`; a file with any suffix is kept (it
-    fails later, with its name, if it is not an image).
+
+def find_inputs(
+    inputs: Iterable[str | os.PathLike],
+    *,
+    recursive: bool = False,
+    video_suffixes: Sequence[str] = (),
+    exclude: str | os.PathLike | None = None,
+) -> list[tuple[Path, Path]]:
+    """The files to segment, each with its path relative to what was named: a named file's name,
+    or a found file's path below the named folder (``sub/x.jpg``).
+
+    A folder contributes its files with an image suffix (or one of ``video_suffixes``), sorted;
+    with ``recursive``, those of its sub-folders too (links to folders are not followed; hidden
+    files and folders and ``exclude``, e.g. the output folder, are skipped). A named file is kept
+    whatever its suffix (it fails later, with its name, if it cannot be read). A named path that
+    does not exist, or a folder with nothing to segment, is an :class:`ImageError`; for a folder
+    whose files lie only in sub-folders it says so and names the fix.
     """
-    paths: list[Path] = []
+    suffixes = tuple(IMAGE_SUFFIXES) + tuple(s for s in video_suffixes if s not in IMAGE_SUFFIXES)
+    skip = Path(exclude).resolve() if exclude is not None else None
+    found: list[tuple[Path, Path]] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = sorted(
-                p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-            )
-            if not found:
-                raise ImageError(
-                    f"folder {path} holds no image files ({', '.join(IMAGE_SUFFIXES)})"
-                )
-            paths.extend(found)
+            files = _folder_files(path, suffixes, recursive, skip)
+            if not files:
+                raise ImageError(_empty_folder_message(path, suffixes, recursive, skip))
+            found.extend((file, file.relative_to(path)) for file in files)
         elif path.is_file():
-            paths.append(path)
+            found.append((path, Path(path.name)))
         else:
-            raise ImageError(f"image not found: {path} (check the path)")
-    return paths
+            video = path.suffix.lower() in suffixes and path.suffix.lower() not in IMAGE_SUFFIXES
+            raise ImageError(f"{'video' if video else 'image'} not found: {path} (check the path)")
+    return found
+
+
+def _folder_files(
+    folder: Path, suffixes: Sequence[str], recursive: bool, skip: Path | None
+) -> list[Path]:
+    """Files of ``folder`` (and, if ``recursive``, its sub-folders) with one of ``suffixes``."""
+    files = []
+    for top, dirs, names in os.walk(folder):
+        here = Path(top)
+        dirs[:] = [
+            d for d in dirs if recursive and not d.startswith(".") and (here / d).resolve() != skip
+        ]  # pruned in place: os.walk descends only into these (never through links)
+        files.extend(
+            here / name
+            for name in names
+            if not name.startswith(".")
+            and Path(name).suffix.lower() in suffixes
+            and (here / name).is_file()
+        )
+    return sorted(files, key=lambda file: file.relative_to(folder).parts)
+
+
+def _empty_folder_message(
+    folder: Path, suffixes: Sequence[str], recursive: bool, skip: Path | None
+) -> str:
+    kinds = "image or video" if len(suffixes) > len(IMAGE_SUFFIXES) else "image"
+    listed = ", ".join(suffixes)
+    if recursive:
+        return f"folder {folder} and its sub-folders hold no {kinds} files ({listed})"
+    nested = len(_folder_files(folder, suffixes, True, skip))
+    if nested:
+        return (
+            f"folder {folder} holds no {kinds} files itself, but its sub-folders hold {nested}; "
+            "pass --recursive (recursive=True in Python) to include them"
+        )
+    return f"folder {folder} holds no {kinds} files ({listed})"
