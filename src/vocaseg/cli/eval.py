@@ -20,7 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vocaseg.cli.options import add_device_options, add_model_options, check_writable
+from vocaseg.cli.options import (
+    add_device_options,
+    add_max_pixels_option,
+    add_model_options,
+    apply_max_pixels,
+    check_writable,
+)
 from vocaseg.config import to_dict
 from vocaseg.engine.video_eval import VC_GT_MODES
 from vocaseg.errors import UserError
@@ -112,6 +118,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--save-vis", type=int, metavar="N", help="save overlays of the first N images"
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_max_pixels_option(parser)
     parser.set_defaults(run=run)
 
 
@@ -277,6 +284,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit must be at least 1, got {args.limit}")
+    apply_max_pixels(args)
     plan = plan_evaluation(args)
     out = output_folder(args)
     created = not out.exists()

@@ -1,7 +1,7 @@
 """Command-line options shared by the commands that build a model (``segment``, ``eval``,
 ``bench``, ``export``, ``demo``): model, weights, ``--set``, ``--background``, vocabulary, device
-and precision, one model resolver for all of them, and the early check that an output location
-can be written."""
+and precision, the pixel limit of the image readers, one model resolver for all of them, and the
+early check that an output location can be written."""
 
 from __future__ import annotations
 
@@ -65,6 +65,25 @@ def add_device_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="precision"
     )
+
+
+def add_max_pixels_option(parser: argparse.ArgumentParser) -> None:
+    """``--max-pixels N``: the largest image the readers open (:func:`apply_max_pixels`)."""
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        metavar="N",
+        help="largest image (width x height) to read; a larger one is an unreadable image, a "
+        "guard against decompression bombs (default PIL's limit, 178956970)",
+    )
+
+
+def apply_max_pixels(args: argparse.Namespace) -> None:
+    """Set the readers' pixel limit from ``--max-pixels`` (process-wide; unchanged without it)."""
+    from vocaseg.data.imageio import set_max_pixels
+
+    if args.max_pixels is not None:
+        set_max_pixels(args.max_pixels)
 
 
 def model_settings(args: argparse.Namespace) -> dict[str, Any]:
