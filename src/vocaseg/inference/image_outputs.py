@@ -1,0 +1,120 @@
+"""The files ``vocaseg segment IMAGE`` writes for one image, published as a set.
+
+- ``<name>_label.png``: the class index of every pixel (palette PNG up to 256 classes, 16-bit
+  grayscale above; :func:`vocaseg.viz.label_png`);
+- ``<name>_overlay.png``: class colours, boundaries and an area-sorted legend
+  (:func:`vocaseg.viz.overlay`);
+- ``<name>.json``: the caller's record (model, weights, settings, ...) with the image's size and
+  per-class pixel fractions.
+
+The three are written under temporary names first; only when all are on disk are they renamed,
+the JSON last, so a JSON beside its two PNGs means a complete set (what ``--skip-existing``
+checks). An earlier set of the same name loses its JSON before the renames start, and Ctrl-C
+(SIGINT) or SIGTERM waits until the renames are done, so no image is left with only some of its
+outputs, old or new.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from contextlib import ExitStack
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from vocaseg.io import atomic_path
+from vocaseg.viz import label_png, overlay
+
+if TYPE_CHECKING:
+    from vocaseg.inference.segmenter import SegmentationResult
+    from vocaseg.text.vocab import Vocabulary
+
+#: The outputs of one image, in the order they are published (the JSON, the completion mark, last).
+OUTPUT_KINDS = ("label", "overlay", "json")
+_HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def output_paths(out_dir: str | os.PathLike, name: str | os.PathLike) -> dict[str, Path]:
+    """The files :func:`write_image_outputs` writes for ``name`` (e.g. ``"cat"``, ``"sub/cat"``)."""
+    base = Path(out_dir) / name
+    return {
+        "label": base.with_name(base.name + "_label.png"),
+        "overlay": base.with_name(base.name + "_overlay.png"),
+        "json": base.with_name(base.name + ".json"),
+    }
+
+
+def outputs_complete(paths: dict[str, Path]) -> bool:
+    """True when every file of a set exists (the JSON is only published after the others)."""
+    return all(path.is_file() for path in paths.values())
+
+
+def write_image_outputs(
+    paths: dict[str, Path],
+    image: np.ndarray,
+    result: SegmentationResult,
+    vocabulary: Vocabulary,
+    record: dict[str, Any],
+    colours: np.ndarray,
+    alpha: float = 0.5,
+) -> None:
+    """Write the label PNG, the overlay of ``image`` [H, W, 3] and the JSON (``record`` plus the
+    image's height, width and the classes of ``vocabulary`` with their names and areas) to
+    ``paths``, as one set (see the module docstring). An ``OSError`` (e.g. a full disk) leaves
+    the folder as it was or, past the first rename, without any file of this set."""
+    height, width = result.label.shape
+    content = {
+        **record,
+        "height": height,
+        "width": width,
+        "classes": [
+            {"index": i, "name": names[0], "names": list(names), "area": float(area)}
+            for i, (names, area) in enumerate(zip(vocabulary.classes, result.areas))
+        ],
+    }
+    hold = _SignalHold()
+    renaming = complete = False
+    try:
+        with ExitStack() as stack:  # exits in reverse: renames the label, the overlay, the JSON
+            json_tmp = stack.enter_context(atomic_path(paths["json"]))
+            overlay_tmp = stack.enter_context(atomic_path(paths["overlay"]))
+            label_tmp = stack.enter_context(atomic_path(paths["label"]))
+            label_png(result.label, colours).save(label_tmp, format="PNG")
+            picture = overlay(image, result.label, result.class_names, alpha, colours)
+            picture.save(overlay_tmp, format="PNG")
+            with open(json_tmp, "w", encoding="utf-8") as handle:
+                json.dump(content, handle, indent=2, ensure_ascii=False)
+                handle.write("\n")
+            hold.hold()  # from here to the last rename, Ctrl-C waits
+            paths["json"].unlink(missing_ok=True)  # an earlier set stops counting as complete
+            renaming = True
+        complete = True
+    except BaseException:
+        if renaming and not complete:  # some files may be renamed: leave no part of the set
+            for kind in OUTPUT_KINDS[:-1]:
+                paths[kind].unlink(missing_ok=True)
+        raise
+    finally:
+        hold.release()  # a Ctrl-C that waited is raised here, after the set is complete
+
+
+class _SignalHold:
+    """Blocks SIGINT and SIGTERM between :meth:`hold` and :meth:`release` (delivered after), where
+    the platform allows it (POSIX, main thread); elsewhere both do nothing."""
+
+    def __init__(self) -> None:
+        self._previous: set[signal.Signals] | None = None
+
+    def hold(self) -> None:
+        main = threading.current_thread() is threading.main_thread()
+        if main and hasattr(signal, "pthread_sigmask"):
+            self._previous = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
+
+    def release(self) -> None:
+        if self._previous is not None:
+            previous, self._previous = self._previous, None
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
