@@ -476,7 +476,7 @@ def test_recursive_mirrors_sub_folders_and_skips_the_output_folder(scene, capsys
 def test_output_names_are_stable_and_unique():
     from vocaseg.cli.segment import output_names
 
-    names = output_names([Path(p) for p in ("x.jpg", "x.png", "x_2.jpg", "X.gif", "s/x.jpg")])
+    names = output_names([Path(p) for p in ("x", "x", "x_2", "X", "s/x")])
     assert [n.as_posix() for n in names] == ["x", "x_3", "x_2", "X_4", "s/x"]
 
 
@@ -496,7 +496,20 @@ def test_skip_existing_continues_a_folder(scene, capsys):
     assert {n: (scene.out / n).stat().st_mtime_ns for n in first} == first  # not rewritten
     code, out, err = run_cli(capsys, *argv, "--skip-existing")
     assert_clean(code, out, err, 0)
-    assert out.startswith("nothing to do: all 3 inputs have complete outputs")
+    assert out.startswith("nothing to do: every input (3) has complete outputs")
+
+
+def test_outputs_in_the_input_folder_are_not_inputs_next_time(scene, capsys):
+    folder = scene["d1/x.jpg"].parent
+    argv = ["segment", folder, "--classes", "a, b", "--weights", scene.weights, "-o", folder, *FAST]
+    assert_clean(*run_cli(capsys, *argv), 0)
+    code, out, err = run_cli(capsys, *argv, "--skip-existing")
+    assert_clean(code, out, err, 0)
+    assert out.startswith("nothing to do: every input (1) has complete outputs")
+    assert any(
+        "2 files in -o written by an earlier run left out" in line for line in message_lines(err)
+    )
+    assert sorted(p.name for p in folder.iterdir()) == ["x.jpg", *sorted(image_set("x"))]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -184,7 +184,8 @@ def plan_jobs(args: argparse.Namespace, out_dir: Path) -> list[Job]:
     from vocaseg.inference.images import find_inputs
     from vocaseg.inference.video_io import VIDEO_SUFFIXES, is_video_path
 
-    found: list[tuple[Path, Path, bool]] = []  # (file, path relative to what was named, video)
+    found: list[tuple[Path, Path, bool]] = []  # (file, output name before deduplication, video)
+    own_outputs = 0
     for item in args.inputs:
         _check_local(item)
         path = Path(item)
@@ -194,22 +195,39 @@ def plan_jobs(args: argparse.Namespace, out_dir: Path) -> list[Job]:
         for file, relative in find_inputs(
             [path], recursive=args.recursive, video_suffixes=VIDEO_SUFFIXES, exclude=out_dir
         ):
-            found.append((file, relative, is_video_path(file)))
-    seen: dict[Path, int] = {}
+            if path.is_dir() and _is_own_output(file, out_dir):  # named files are kept
+                own_outputs += 1
+                continue
+            found.append((file, relative.parent / relative.stem, is_video_path(file)))
+    if own_outputs:
+        _note(f"{_count(own_outputs, 'file')} in -o written by an earlier run left out")
+    unique = _once_each(found)
+    names = output_names([name for _, name, _ in unique])
+    return [Job(file, name, video) for (file, _, video), name in zip(unique, names)]
+
+
+def _is_own_output(file: Path, out_dir: Path) -> bool:
+    """A label map or overlay that ``vocaseg segment`` wrote into ``out_dir``."""
+    written = file.name.endswith(("_label.png", "_overlay.png", "_overlay.mp4"))
+    return written and file.resolve().parent.is_relative_to(out_dir.resolve())
+
+
+def _once_each(found: list[tuple[Path, Path, bool]]) -> list[tuple[Path, Path, bool]]:
+    """``found`` without repeats of one file (however named); a note names the repeats."""
+    seen: set[Path] = set()
     repeats: Counter[str] = Counter()
     unique = []
-    for file, relative, video in found:
-        key = file.resolve()
+    for entry in found:
+        key = entry[0].resolve()
         if key in seen:
-            repeats[str(file)] += 1
+            repeats[str(entry[0])] += 1
             continue
-        seen[key] = len(unique)
-        unique.append((file, relative, video))
+        seen.add(key)
+        unique.append(entry)
     if repeats:
         named = ", ".join(f"{name} ({count + 1} times)" for name, count in repeats.items())
         _note(f"named more than once, segmented and written once: {named}")
-    names = output_names([relative for _, relative, _ in unique])
-    return [Job(file, name, video) for (file, _, video), name in zip(unique, names)]
+    return unique
 
 
 def _check_local(item: str) -> None:
@@ -223,8 +241,8 @@ def _check_local(item: str) -> None:
         raise UserError(f"{item} is a URL; download it first and pass the file's path")
 
 
-def output_names(relatives: list[Path]) -> list[Path]:
-    """Output names (relative folder / stem) for inputs with these relative paths, in order.
+def output_names(natural: list[Path]) -> list[Path]:
+    """Unique output names (relative folder / stem) for inputs whose own names are ``natural``.
 
     The first input with a given name keeps it; later ones get ``_2``, ``_3``, ... (skipping any
     name another input has as its own). Names compare without letter case, as on macOS and Windows.
@@ -233,7 +251,6 @@ def output_names(relatives: list[Path]) -> list[Path]:
     def key(name: Path) -> str:
         return name.as_posix().casefold()
 
-    natural = [relative.with_suffix("") if relative.suffix else relative for relative in relatives]
     reserved = {key(name) for name in natural}
     taken: set[str] = set()
     names = []
@@ -262,14 +279,17 @@ class _Run:
         self.args, self.out_dir, self.jobs = args, out_dir, jobs
         self.failures: list[str] = []
         self.written = Counter[str]()  # "image" / "video" -> sets written
+        self.segmenter: Any = None  # built by _segment, with what it needs:
+        self.record: dict[str, Any] = {}  # what every JSON records about the run
+        self.colours: Any = None  # the palette [K, 3]
 
     def execute(self, vocabulary: Any) -> int:
         todo = self._not_done() if self.args.skip_existing else self.jobs
         skipped = len(self.jobs) - len(todo)
         if not todo:
             print(
-                f"nothing to do: all {_count(skipped, 'input')} have complete outputs in "
-                f"{self.out_dir} (--skip-existing)"
+                f"nothing to do: every input ({skipped}) has complete outputs in {self.out_dir} "
+                "(--skip-existing)"
             )
             return 0
         try:
