@@ -10,6 +10,7 @@ import errno
 import io
 import json
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -589,6 +590,29 @@ def test_a_failed_rename_leaves_no_part_of_the_set(scene, capsys, monkeypatch):
     assert_earlier_kept(scene.out)
 
 
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="POSIX signal masks")
+def test_ctrl_c_during_the_renames_waits_for_the_whole_set(scene, capsys, monkeypatch):
+    """A real SIGINT arriving between the label's and the overlay's rename is held until the
+    JSON is published: the set is complete and counted, the next image is not started."""
+    folder = scene["mixed"]
+    (folder / "b_bomb.png").unlink()
+    real = os.replace
+
+    def replace(source, target):
+        result = real(source, target)
+        if str(target).endswith("a_good_label.png"):
+            os.kill(os.getpid(), signal.SIGINT)
+        return result
+
+    monkeypatch.setattr(os, "replace", replace)
+    code, out, err = run_cli(
+        capsys, "segment", folder, "--classes", "a, b", "--batch-size", "1", *scene.base()
+    )
+    assert_clean(code, out, err, 130, ("interrupted: 1 image written",))
+    assert outputs(scene.out) == image_set("a_good")
+    assert_earlier_kept(scene.out)
+
+
 # ---------------------------------------------------------------------------------------------
 # video through the command line
 
@@ -773,3 +797,13 @@ def test_piping_into_head_keeps_working_quietly(scene, streams):
         writer.stderr or ""
     )
     assert outputs(scene.out) == image_set("good", "good2")
+
+
+def test_eval_takes_max_pixels_through_the_shared_option(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = ["eval", "--model", "maskclip", "--dataset", "voc20", "--data-root", tmp_path / "none"]
+    code, out, err = run_cli(capsys, *argv, "--max-pixels", "0")
+    assert_clean(code, out, err, 2, ("--max-pixels", "positive whole number"))
+    code, out, err = run_cli(capsys, *argv, "--max-pixels", "400000000")
+    assert code == 2 and "Traceback" not in err  # no data there, but the limit is in force
+    assert imageio.get_max_pixels() == 400_000_000

@@ -309,6 +309,7 @@ class _Run:
         return [job for job in self.jobs if not _complete(self.out_dir, job)]
 
     def _segment(self, jobs: list[Job], vocabulary: Any) -> None:
+        from vocaseg.inference.image_outputs import run_record
         from vocaseg.inference.segmenter import Segmenter
         from vocaseg.viz import make_palette
 
@@ -317,7 +318,9 @@ class _Run:
         )
         segmenter.set_vocabulary(vocabulary)
         self.segmenter = segmenter
-        self.record = _run_record(self.args, segmenter)
+        self.record = run_record(
+            segmenter, self.args.model, self.args.weights, model_settings(self.args)
+        )
         self.colours = make_palette(len(segmenter.class_names))
         images = [job for job in jobs if not job.video]
         if images:
@@ -364,9 +367,12 @@ class _Run:
                     record,
                     self.colours,
                     self.args.alpha,
+                    published=self._count_image,
                 )
-            self.written["image"] += 1
         pending.clear()
+
+    def _count_image(self) -> None:
+        self.written["image"] += 1
 
     def _segment_video(self, job: Job) -> None:
         from vocaseg.inference.video_outputs import output_paths, write_video_outputs
@@ -463,24 +469,6 @@ def _complete(out_dir: Path, job: Job) -> bool:
     if job.video:
         return outputs_complete(video_paths(out_dir / job.name.parent, job.name.name))
     return outputs_complete(output_paths(out_dir, job.name))
-
-
-def _run_record(args: argparse.Namespace, segmenter: Any) -> dict[str, Any]:
-    """What every output JSON records about the run (the vocabulary as segmented included)."""
-    from vocaseg import __version__
-
-    vocabulary, requested = segmenter.vocabulary, segmenter.requested
-    model = segmenter.model
-    return {
-        "model": args.model,
-        "weights": args.weights,
-        "clip": model.clip_source,
-        "background": model.background.record(),
-        "settings": model_settings(args),
-        "background_class": vocabulary.background,
-        "added_classes": vocabulary.class_names[len(requested) :],
-        "vocaseg": __version__,
-    }
 
 
 def _mount_point(path: Path) -> str:

@@ -4,8 +4,8 @@
   grayscale above; :func:`vocaseg.viz.label_png`);
 - ``<name>_overlay.png``: class colours, boundaries and an area-sorted legend
   (:func:`vocaseg.viz.overlay`);
-- ``<name>.json``: the caller's record (model, weights, settings, ...) with the image's size and
-  per-class pixel fractions.
+- ``<name>.json``: the run's record (:func:`run_record`: model, weights, CLIP source, background
+  protocol, settings) with the image's size and per-class pixel fractions.
 
 The three are written under temporary names first; only when all are on disk are they renamed,
 the JSON last, so a JSON beside its two PNGs means a complete set (what ``--skip-existing``
@@ -20,17 +20,19 @@ import json
 import os
 import signal
 import threading
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from vocaseg.errors import UserError
 from vocaseg.io import atomic_path
 from vocaseg.viz import label_png, overlay
 
 if TYPE_CHECKING:
-    from vocaseg.inference.segmenter import SegmentationResult
+    from vocaseg.inference.segmenter import SegmentationResult, Segmenter
     from vocaseg.text.vocab import Vocabulary
 
 #: The outputs of one image, in the order they are published (the JSON, the completion mark, last).
@@ -53,6 +55,32 @@ def outputs_complete(paths: dict[str, Path]) -> bool:
     return all(path.is_file() for path in paths.values())
 
 
+def run_record(
+    segmenter: Segmenter,
+    model: str | os.PathLike | None,
+    weights: str | os.PathLike | None,
+    settings: dict[str, Any],
+) -> dict[str, Any]:
+    """What every output JSON of a run records: the model and weights as named, the CLIP they
+    stand on (:attr:`clip_source`: weights, SHA-256, architecture), the background protocol, the
+    settings given (``--set``), the background class and the classes the protocol added."""
+    from vocaseg import __version__
+
+    vocabulary, requested = segmenter.vocabulary, segmenter.requested
+    if vocabulary is None or requested is None:
+        raise UserError("no vocabulary set; call set_vocabulary([...]) first")
+    return {
+        "model": None if model is None else str(model),
+        "weights": None if weights is None else str(weights),
+        "clip": segmenter.model.clip_source,
+        "background": segmenter.model.background.record(),
+        "settings": dict(settings),
+        "background_class": vocabulary.background,
+        "added_classes": vocabulary.class_names[len(requested) :],
+        "vocaseg": __version__,
+    }
+
+
 def write_image_outputs(
     paths: dict[str, Path],
     image: np.ndarray,
@@ -61,11 +89,13 @@ def write_image_outputs(
     record: dict[str, Any],
     colours: np.ndarray,
     alpha: float = 0.5,
+    published: Callable[[], None] | None = None,
 ) -> None:
     """Write the label PNG, the overlay of ``image`` [H, W, 3] and the JSON (``record`` plus the
     image's height, width and the classes of ``vocabulary`` with their names and areas) to
     ``paths``, as one set (see the module docstring). An ``OSError`` (e.g. a full disk) leaves
-    the folder as it was or, past the first rename, without any file of this set."""
+    the folder as it was or, past the first rename, without any file of this set.
+    ``published`` is called once the set is complete, before a Ctrl-C that waited is raised."""
     height, width = result.label.shape
     content = {
         **record,
@@ -93,6 +123,8 @@ def write_image_outputs(
             paths["json"].unlink(missing_ok=True)  # an earlier set stops counting as complete
             renaming = True
         complete = True
+        if published is not None:
+            published()
     except BaseException:
         if renaming and not complete:  # some files may be renamed: leave no part of the set
             for kind in OUTPUT_KINDS[:-1]:
