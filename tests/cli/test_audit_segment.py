@@ -475,7 +475,7 @@ def test_recursive_mirrors_sub_folders_and_skips_the_output_folder(scene, capsys
 
 
 def test_output_names_are_stable_and_unique():
-    from vocaseg.cli.segment import output_names
+    from vocaseg.cli.segment_inputs import output_names
 
     names = output_names([Path(p) for p in ("x", "x", "x_2", "X", "s/x")])
     assert [n.as_posix() for n in names] == ["x", "x_3", "x_2", "X_4", "s/x"]
@@ -721,6 +721,30 @@ def test_bad_videos_are_one_line(scene, capsys, content, fragments):
     )
     assert_clean(code, out, err, 1, ("1 of 2 inputs failed", *fragments))
     assert outputs(scene.out) == image_set("good")
+
+
+@av_missing
+def test_disk_full_while_writing_a_video_is_exit_3_and_leaves_no_file(scene, capsys, monkeypatch):
+    from inference.video_helpers import moving_square, write_video
+    from vocaseg.inference import video_write
+
+    clip = write_video(scene.root / "clip.mp4", moving_square(6, 32, 48))
+    real = video_write.OverlayVideoWriter.write
+    calls = []
+
+    def write(self, rgb):
+        calls.append(1)
+        if len(calls) == 4:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, rgb)
+
+    monkeypatch.setattr(video_write.OverlayVideoWriter, "write", write)
+    code, out, err = run_cli(
+        capsys, "segment", *_good(scene), clip, "--classes", "a, b", *scene.base()
+    )
+    assert_clean(code, out, err, 3, ("clip_overlay.mp4", "disk full", "1 image written"))
+    assert outputs(scene.out) == image_set("good")  # nothing of the video
+    assert_earlier_kept(scene.out)
 
 
 def test_missing_video_extra_is_one_line_before_the_model_loads(scene, capsys, monkeypatch):

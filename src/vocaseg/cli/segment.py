@@ -5,11 +5,9 @@ Per image it writes ``<name>_label.png``, ``<name>_overlay.png`` and ``<name>.js
 ``<name>_labels.zip`` and ``<name>.json`` (:mod:`vocaseg.inference.video_outputs`). Runs
 :class:`vocaseg.Segmenter`, so the results equal the Python API's.
 
-Output names: an input's stem (``photo`` for ``photo.jpg``); with ``--recursive``, a file found in
-a sub-folder keeps that sub-folder below ``-o``. When two different inputs would get one name
-(``a/x.jpg`` and ``b/x.png``, or ``x.jpg`` and ``x.mp4``; letter case ignored), the first in input
-order keeps it and the next get ``x_2``, ``x_3``, ... (never another input's own name). The same
-file named twice is segmented once.
+Which inputs run under which output names is :mod:`vocaseg.cli.segment_inputs`. Exit codes: 0 done,
+1 some inputs unreadable, 2 a usage error (from ``vocaseg.cli.main``), 3 a write error (disk full),
+130 interrupted; an interrupted or failed run leaves only complete sets.
 """
 
 from __future__ import annotations
@@ -20,9 +18,10 @@ import math
 import os
 import sys
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -38,9 +37,13 @@ from vocaseg.cli.options import (
     read_vocabulary,
     resolve_model,
 )
+from vocaseg.cli.segment_inputs import Job, count, note, plan_jobs
 from vocaseg.cli.streams import pipe_safe_streams
 from vocaseg.device import resolve_device
 from vocaseg.errors import ImageError, UserError, VideoError
+
+if TYPE_CHECKING:
+    from vocaseg.text.vocab import Vocabulary
 
 EXIT_UNREADABLE, EXIT_WRITE, EXIT_INTERRUPTED = 1, 3, 130
 
@@ -56,7 +59,8 @@ frame10.png). The same file named twice is segmented once.
 outputs, in -o: per image NAME_label.png (class index per pixel), NAME_overlay.png (colours and
 legend) and NAME.json (model, weights, settings, classes and their areas); per video
 NAME_overlay.mp4, NAME_labels.zip (one label PNG per frame) and NAME.json (areas per frame).
-NAME is the input's stem; when two inputs share one, the later get NAME_2, NAME_3, ... Each set
+NAME is the input's stem (with --recursive, below its sub-folder); when two inputs share one,
+the later get NAME_2, NAME_3, ... Files in -o that an earlier run wrote are not inputs. Each set
 is published whole (the JSON last): an interrupted or failed run never leaves part of a set, and
 --skip-existing continues where it stopped.
 
@@ -85,7 +89,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_vocabulary_options(parser)
     add_model_options(parser, "--set short_side=448 --set window=0")
-    parser.add_argument("-o", "--output", default="vocaseg_out", help="output folder")
+    parser.add_argument(
+        "-o", "--output", default="vocaseg_out", help="output folder (default vocaseg_out)"
+    )
     add_device_options(parser)
     parser.add_argument("--batch-size", type=int, default=8, help="images per batch (8)")
     parser.add_argument(
@@ -120,15 +126,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-@dataclass(frozen=True)
-class Job:
-    """One input: its file (or frame folder), its output name below ``-o``, and its kind."""
-
-    path: Path
-    name: Path
-    video: bool
-
-
 def run(args: argparse.Namespace) -> int:
     with pipe_safe_streams():  # a reader that goes away (| head) does not stop the work
         return _run(args)
@@ -145,7 +142,7 @@ def _run(args: argparse.Namespace) -> int:
 
         import_av()  # a missing [video] extra stops here, before the model loads
     elif args.every != 1 or args.start or args.end or args.smoothing or args.fps:
-        _note("--every, --start, --end, --smoothing and --fps apply to videos; none was given")
+        note("--every, --start, --end, --smoothing and --fps apply to videos; none was given")
     created = not out_dir.exists()
     check_writable(out_dir, "-o/--output")
     try:
@@ -179,91 +176,6 @@ def _check_options(args: argparse.Namespace) -> None:
         )
 
 
-def plan_jobs(args: argparse.Namespace, out_dir: Path) -> list[Job]:
-    """The inputs to segment, in order, each file once, each with its own output name."""
-    from vocaseg.inference.images import find_inputs
-    from vocaseg.inference.video_io import VIDEO_SUFFIXES, is_video_path
-
-    found: list[tuple[Path, Path, bool]] = []  # (file, output name before deduplication, video)
-    own_outputs = 0
-    for item in args.inputs:
-        _check_local(item)
-        path = Path(item)
-        if args.video and path.is_dir():
-            found.append((path, Path(path.resolve().name), True))
-            continue
-        for file, relative in find_inputs(
-            [path], recursive=args.recursive, video_suffixes=VIDEO_SUFFIXES, exclude=out_dir
-        ):
-            if path.is_dir() and _is_own_output(file, out_dir):  # named files are kept
-                own_outputs += 1
-                continue
-            found.append((file, relative.parent / relative.stem, is_video_path(file)))
-    if own_outputs:
-        _note(f"{_count(own_outputs, 'file')} in -o written by an earlier run left out")
-    unique = _once_each(found)
-    names = output_names([name for _, name, _ in unique])
-    return [Job(file, name, video) for (file, _, video), name in zip(unique, names)]
-
-
-def _is_own_output(file: Path, out_dir: Path) -> bool:
-    """A label map or overlay that ``vocaseg segment`` wrote into ``out_dir``."""
-    written = file.name.endswith(("_label.png", "_overlay.png", "_overlay.mp4"))
-    return written and file.resolve().parent.is_relative_to(out_dir.resolve())
-
-
-def _once_each(found: list[tuple[Path, Path, bool]]) -> list[tuple[Path, Path, bool]]:
-    """``found`` without repeats of one file (however named); a note names the repeats."""
-    seen: set[Path] = set()
-    repeats: Counter[str] = Counter()
-    unique = []
-    for entry in found:
-        key = entry[0].resolve()
-        if key in seen:
-            repeats[str(entry[0])] += 1
-            continue
-        seen.add(key)
-        unique.append(entry)
-    if repeats:
-        named = ", ".join(f"{name} ({count + 1} times)" for name, count in repeats.items())
-        _note(f"named more than once, segmented and written once: {named}")
-    return unique
-
-
-def _check_local(item: str) -> None:
-    """Standard input and URLs are refused by name (a path would mangle a URL's slashes)."""
-    if item == "-":
-        raise UserError(
-            "reading an image from standard input (-) is not supported; save it to a file and "
-            "pass its path"
-        )
-    if "://" in item:
-        raise UserError(f"{item} is a URL; download it first and pass the file's path")
-
-
-def output_names(natural: list[Path]) -> list[Path]:
-    """Unique output names (relative folder / stem) for inputs whose own names are ``natural``.
-
-    The first input with a given name keeps it; later ones get ``_2``, ``_3``, ... (skipping any
-    name another input has as its own). Names compare without letter case, as on macOS and Windows.
-    """
-
-    def key(name: Path) -> str:
-        return name.as_posix().casefold()
-
-    reserved = {key(name) for name in natural}
-    taken: set[str] = set()
-    names = []
-    for name in natural:
-        chosen, n = name, 1
-        while key(chosen) in taken or (chosen != name and key(chosen) in reserved):
-            n += 1
-            chosen = name.with_name(f"{name.name}_{n}")
-        taken.add(key(chosen))
-        names.append(chosen)
-    return names
-
-
 class OutputWriteError(Exception):
     """Writing ``path`` failed with ``error`` (an OSError: disk full, read-only, I/O error)."""
 
@@ -283,7 +195,7 @@ class _Run:
         self.record: dict[str, Any] = {}  # what every JSON records about the run
         self.colours: Any = None  # the palette [K, 3]
 
-    def execute(self, vocabulary: Any) -> int:
+    def execute(self, vocabulary: Vocabulary) -> int:
         todo = self._not_done() if self.args.skip_existing else self.jobs
         skipped = len(self.jobs) - len(todo)
         if not todo:
@@ -308,7 +220,7 @@ class _Run:
     def _not_done(self) -> list[Job]:
         return [job for job in self.jobs if not _complete(self.out_dir, job)]
 
-    def _segment(self, jobs: list[Job], vocabulary: Any) -> None:
+    def _segment(self, jobs: list[Job], vocabulary: Vocabulary) -> None:
         from vocaseg.inference.image_outputs import run_record
         from vocaseg.inference.segmenter import Segmenter
         from vocaseg.viz import make_palette
@@ -397,14 +309,14 @@ class _Run:
         except (VideoError, ImageError) as err:  # not a video, no stream, codec, unreadable frame
             self.failures.append(str(err))
             return
-        for note in summary["notes"]:
-            _note(f"{job.path}: {note}")
+        for line in summary["notes"]:
+            note(f"{job.path}: {line}")
         self.written["video"] += 1
 
     def _report(self, todo: list[Job], skipped: int) -> int:
         kinds = {job.video for job in todo}
         noun = "inputs" if len(kinds) == 2 else ("videos" if kinds == {True} else "images")
-        skip_note = f"; {_count(skipped, 'input')} skipped (complete outputs already there)"
+        skip_note = f"; {count(skipped, 'input')} skipped (complete outputs already there)"
         if not self.failures:
             print(
                 f"segmented {self._written_text()} into {self.out_dir}{skip_note * bool(skipped)}"
@@ -422,8 +334,8 @@ class _Run:
         return EXIT_UNREADABLE
 
     def _written_text(self) -> str:
-        """ "3 images", "1 video" or "3 images and 1 video"."""
-        parts = [_count(self.written[kind], kind) for kind in ("image", "video")]
+        """What was written: 3 images, 1 video, or 3 images and 1 video."""
+        parts = [count(self.written[kind], kind) for kind in ("image", "video")]
         if not self.written["video"]:
             return parts[0]
         return parts[1] if not self.written["image"] else " and ".join(parts)
@@ -443,23 +355,19 @@ class _Run:
         )
 
 
-class _writing:
+@contextmanager
+def _writing(path: Path) -> Iterator[None]:
     """Turns an OSError raised while writing outputs into :class:`OutputWriteError` naming
     ``path`` (the outputs being written), or the error's own file unless it is a temporary one.
     A broken pipe (stdout or stderr closed by the reader) is not a write error: it passes."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: Any, error: Any, traceback: Any) -> bool:
-        if isinstance(error, OSError) and not isinstance(error, BrokenPipeError):
-            own = Path(error.filename) if isinstance(error.filename, str) else None
-            where = own if own is not None and not own.name.startswith(".") else self.path
-            raise OutputWriteError(where, error) from None
-        return False
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as error:
+        own = Path(error.filename) if isinstance(error.filename, str) else None
+        where = own if own is not None and not own.name.startswith(".") else path
+        raise OutputWriteError(where, error) from None
 
 
 def _complete(out_dir: Path, job: Job) -> bool:
@@ -479,11 +387,3 @@ def _mount_point(path: Path) -> str:
     while not os.path.ismount(folder) and folder != folder.parent:
         folder = folder.parent
     return str(folder)
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'s' * (n != 1)}"
-
-
-def _note(text: str) -> None:
-    tqdm.write(f"note: {text}", file=sys.stderr)
