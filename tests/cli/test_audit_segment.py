@@ -747,7 +747,9 @@ def test_disk_full_while_writing_a_video_is_exit_3_and_leaves_no_file(scene, cap
     assert_earlier_kept(scene.out)
 
 
-def test_missing_video_extra_is_one_line_before_the_model_loads(scene, capsys, monkeypatch):
+def test_missing_video_extra(scene, capsys, monkeypatch):
+    """Videos alone: one line before the model loads (exit 2). Beside images: the images are
+    written and each video is a failure naming the file and the fix (exit 1)."""
     import builtins
 
     real_import = builtins.__import__
@@ -758,12 +760,18 @@ def test_missing_video_extra_is_one_line_before_the_model_loads(scene, capsys, m
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_av)
-    (scene.root / "clip.mp4").write_bytes(b"\0" * 64)
+    clip = scene.root / "clip.mp4"
+    clip.write_bytes(b"\0" * 64)
     code, out, err = run_cli(
-        capsys, "segment", scene.root / "clip.mp4", *_good(scene), "--classes", "a, b",
-        "--weights", scene.root / "no_such_weights.pt", "-o", scene.out,
+        capsys, "segment", clip, "--classes", "a, b", "--weights", scene.root / "nothing.pt",
+        "-o", scene.out,
     )  # fmt: skip
     assert_clean(code, out, err, 2, ("pip install 'vocaseg[video]'",))
+    code, out, err = run_cli(
+        capsys, "segment", clip, *_good(scene), "--classes", "a, b", *scene.base()
+    )
+    assert_clean(code, out, err, 1, ("1 of 2 inputs failed", "clip.mp4", "vocaseg[video]"))
+    assert outputs(scene.out) == image_set("good")
     assert_earlier_kept(scene.out)
 
 

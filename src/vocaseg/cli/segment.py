@@ -68,7 +68,8 @@ exit status:
   0    every input segmented (or skipped by --skip-existing)
   1    some inputs could not be read (the others are written; a summary line names the failures)
   2    a usage error: bad option or vocabulary, missing weights, unknown model, unwritable output
-       folder, the [video] extra missing, or no readable input at all
+       folder, no readable input at all, or videos only and the [video] extra missing (beside
+       images, a video that cannot be read is a failure of kind 1)
   3    writing an output failed (disk full, write error); the line names the path and the reason,
        and every set written before is complete
   130  interrupted (Ctrl-C); every set written is complete
@@ -137,11 +138,12 @@ def _run(args: argparse.Namespace) -> int:
     vocabulary = read_vocabulary(args)
     out_dir = Path(args.output)
     jobs = plan_jobs(args, out_dir)
-    if any(job.video for job in jobs):
+    if jobs and all(job.video for job in jobs):
         from vocaseg.inference.video_io import import_av
 
-        import_av()  # a missing [video] extra stops here, before the model loads
-    elif args.every != 1 or args.start or args.end or args.smoothing or args.fps:
+        import_av()  # a missing [video] extra stops here (with images, only the videos fail)
+    video_options = args.every != 1 or args.start or args.end or args.smoothing or args.fps
+    if video_options and not any(job.video for job in jobs):
         note("--every, --start, --end, --smoothing and --fps apply to videos; none was given")
     created = not out_dir.exists()
     check_writable(out_dir, "-o/--output")
@@ -306,8 +308,9 @@ class _Run:
                     fps=self.args.fps,
                     record=self.record,
                 )
-        except (VideoError, ImageError) as err:  # not a video, no stream, codec, unreadable frame
-            self.failures.append(str(err))
+        except (VideoError, ImageError) as err:  # not a video, no stream, codec, no PyAV
+            text = str(err)
+            self.failures.append(text if str(job.path) in text else f"{job.path}: {text}")
             return
         for line in summary["notes"]:
             note(f"{job.path}: {line}")
