@@ -10,8 +10,8 @@
 The three are written under temporary names first; only when all are on disk are they renamed,
 the JSON last, so a JSON beside its two PNGs means a complete set (what ``--skip-existing``
 checks). An earlier set of the same name loses its JSON before the renames start, and Ctrl-C
-(SIGINT) or SIGTERM waits until the renames are done, so no image is left with only some of its
-outputs, old or new.
+(SIGINT) or SIGTERM waits until the renames are done (its handler is deferred), so no image is
+left with only some of its outputs, old or new.
 """
 
 from __future__ import annotations
@@ -135,18 +135,26 @@ def write_image_outputs(
 
 
 class _SignalHold:
-    """Blocks SIGINT and SIGTERM between :meth:`hold` and :meth:`release` (delivered after), where
-    the platform allows it (POSIX, main thread); elsewhere both do nothing."""
+    """Defers SIGINT and SIGTERM from :meth:`hold` to :meth:`release`, which restores their
+    handlers and raises what arrived meanwhile (Ctrl-C's KeyboardInterrupt). Python runs signal
+    handlers in the main thread only, so elsewhere both do nothing."""
 
     def __init__(self) -> None:
-        self._previous: set[signal.Signals] | None = None
+        self._previous: dict[int, Any] | None = None
+        self._arrived: list[int] = []
 
     def hold(self) -> None:
-        main = threading.current_thread() is threading.main_thread()
-        if main and hasattr(signal, "pthread_sigmask"):
-            self._previous = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {sig: signal.signal(sig, self._defer) for sig in _HELD_SIGNALS}
+
+    def _defer(self, signum: int, frame: Any) -> None:
+        self._arrived.append(signum)
 
     def release(self) -> None:
-        if self._previous is not None:
-            previous, self._previous = self._previous, None
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        if self._previous is None:
+            return
+        previous, self._previous = self._previous, None
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        for sig in dict.fromkeys(self._arrived):
+            signal.raise_signal(sig)
