@@ -4,9 +4,9 @@
 Images come back as uint8 ``[H, W, 3]`` RGB after EXIF orientation; every PIL mode is converted
 (grayscale, RGBA, palette, CMYK, 16-bit and float). :func:`open_rgb` is the one image reader of the
 package: the data layer (:func:`read_image`, :class:`DatasetError`) and inference
-(``vocaseg.inference.images.read_image``, ``ImageError``) both call it, each with its error type. Labels come back at their native depth and meaning: palette PNGs (VOC) as
-their indices, never as colours; 16-bit PNG and TIFF as uint16; RGB PNGs (panoptic) as
-``[H, W, 3]`` uint8.
+(``vocaseg.inference.images.read_image``, ``ImageError``) both call it, each with its error type.
+Labels come back at their native depth and meaning: palette PNGs (VOC) as their indices, never as
+colours; 16-bit PNG and TIFF as uint16; RGB PNGs (panoptic) as ``[H, W, 3]`` uint8.
 
 Very large images are refused before their pixels are decoded (a guard against decompression
 bombs: a small file that claims, say, 20000x20000 pixels). The limit defaults to PIL's hard limit
