@@ -1,4 +1,4 @@
-"""``vocaseg segment``: segment images, videos and folders into the classes named on the command line.
+"""``vocaseg segment``: segment images, videos and folders into classes named on the command line.
 
 Per image it writes ``<name>_label.png``, ``<name>_overlay.png`` and ``<name>.json`` as one set
 (:mod:`vocaseg.inference.image_outputs`); per video ``<name>_overlay.mp4``,
