@@ -101,11 +101,11 @@ def test_bundled_photo_equals_vocaseg_segment(capsys, offline_cache, tiny_clip_f
     assert demo_png.getpalette() == cli_png.getpalette()
     cli_json = json.loads((out / "chelsea.json").read_text())
     demo_json = json.loads(answer.json_path.read_text())
-    assert set(demo_json) == set(cli_json) | {"settings"}
-    for key in ("height", "width", "model", "weights", "classes"):
+    assert set(demo_json) == set(cli_json) | {"demo"}
+    for key in ("height", "width", "model", "weights", "classes", "clip", "background"):
         assert demo_json[key] == cli_json[key], key
     assert demo_json["image"] == "chelsea.png"
-    assert demo_json["settings"] == {"prob_thd": 0.0, "inference": WINDOW}
+    assert demo_json["demo"] == {"prob_thd": 0.0, "inference": WINDOW}
 
 
 def test_whole_image_setting_equals_a_model_built_without_windows(
@@ -156,7 +156,7 @@ def test_background_threshold(segmenter, tiny_clip_file, image_file, tmp_path, c
     assert names == vocabulary.class_names + ([] if named else [BACKGROUND])
     record = json.loads(answer.json_path.read_text())
     assert record["classes"][background]["name"] == BACKGROUND
-    assert record["settings"]["prob_thd"] == threshold
+    assert record["demo"]["prob_thd"] == threshold
 
 
 def test_threshold_outside_unit_interval_is_refused():
@@ -185,7 +185,8 @@ def test_unreadable_and_missing_image_messages(segmenter, tmp_path):
     payload = {"path": str(bad), "orig_name": "holiday.png"}
     answer, message = guarded(_answer, segmenter, payload, tmp_path)
     assert answer is None
-    assert "'holiday.png' is not an image" in message and str(tmp_path) not in message
+    assert "'holiday.png'" in message and "not an image file" in message
+    assert str(tmp_path) not in message
     for nothing in (None, {"path": None}):
         _, message = guarded(_answer, segmenter, nothing, tmp_path)
         assert message.startswith("Error: no image given; upload one")

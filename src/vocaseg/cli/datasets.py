@@ -13,6 +13,7 @@ import warnings
 
 from tqdm import tqdm
 
+from vocaseg.cli.options import add_max_pixels_option, apply_max_pixels
 from vocaseg.data.datasets import CONVERTIBLE, list_datasets
 from vocaseg.data.layouts import SPECS
 from vocaseg.errors import DatasetError, UserError
@@ -44,12 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument(
         "--strict", action="store_true", help="a sample count mismatch is an error (exit 2)"
     )
-    check.add_argument(
-        "--max-pixels",
-        type=int,
-        metavar="N",
-        help="largest image (width x height) to read; default PIL's limit, 178956970",
-    )
+    add_max_pixels_option(check)
     check.set_defaults(run=run_check)
     prepare = commands.add_parser(
         "prepare",
@@ -94,10 +90,8 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_check(args: argparse.Namespace) -> int:
     from vocaseg.data import load_dataset
-    from vocaseg.data.imageio import set_max_pixels
 
-    if args.max_pixels is not None:
-        set_max_pixels(args.max_pixels)
+    apply_max_pixels(args)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         data = load_dataset(args.name, args.data_root, args.split, args.layout, args.strict)

@@ -10,7 +10,12 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vocaseg.cli.options import add_device_options, add_model_options, resolve_model
+from vocaseg.cli.options import (
+    add_device_options,
+    add_model_options,
+    model_settings,
+    resolve_model,
+)
 from vocaseg.errors import UserError
 
 if TYPE_CHECKING:
@@ -53,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         if not Path(example).is_file():
             raise UserError(f"example image not found: {example} (check the --example path)")
     segmenter = build_segmenter(args)
-    source = {"model": args.model, "weights": args.weights}
+    source = {"model": args.model, "weights": args.weights, "settings": model_settings(args)}
     app = build_app(segmenter, examples=args.example, source=source)
     url = launch(app, host=args.host, port=args.port)
     print(f"vocaseg demo: open {url} in a browser (Ctrl+C stops it)", flush=True)

@@ -11,12 +11,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
-import os
 import sys
 import warnings
 from typing import TextIO
 
 from vocaseg import __version__
+from vocaseg.cli.streams import pipe_safe_streams
 from vocaseg.errors import UserError
 
 # Command modules, in the order ``vocaseg --help`` lists them.
@@ -70,24 +70,16 @@ def main(argv: list[str] | None = None) -> int:
     previous = warnings.showwarning
     warnings.showwarning = _one_line_warning
     try:
-        return int(args.run(args) or 0)
+        with pipe_safe_streams():  # a reader that goes away (| head) neither stops nor tracebacks
+            return int(args.run(args) or 0)
     except UserError as err:
         sys.stderr.write(f"error: {err}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130
-    except BrokenPipeError:  # e.g. piped into head: the reader has gone, nothing to report
-        _silence_stdout()
-        return 0
     finally:
         warnings.showwarning = previous
-
-
-def _silence_stdout() -> None:
-    """After a broken pipe, point stdout at /dev/null so the interpreter's flush at exit is quiet."""
-    with contextlib.suppress(OSError, ValueError):
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 if __name__ == "__main__":

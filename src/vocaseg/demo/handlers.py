@@ -201,7 +201,7 @@ def segment_image(
     with atomic_path(label_path) as tmp:
         label_png(answer.label, colours).save(tmp, format="PNG")
     json_path = stem.with_name(stem.name + ".json")
-    write_json(json_path, result_record(name, answer, settings, source or {}))
+    write_json(json_path, result_record(segmenter, name, answer, settings, source or {}))
     picture = overlay(image, answer.label, answer.class_names, 0.5, colours)
     table = [[n, round(100 * float(a), 2)] for n, a in zip(answer.class_names, answer.areas)]
     height, width = answer.label.shape
@@ -255,21 +255,29 @@ def segment_video(
 
 
 def result_record(
-    name: str, labelled: Labelled, settings: DemoSettings, source: dict[str, Any]
+    segmenter: Segmenter,
+    name: str,
+    labelled: Labelled,
+    settings: DemoSettings,
+    source: dict[str, Any],
 ) -> dict[str, Any]:
-    """The JSON of one image: ``vocaseg segment``'s fields, plus the demo settings."""
+    """The JSON of one image: the fields ``vocaseg segment`` writes, plus the page's settings."""
+    from vocaseg.inference.image_outputs import run_record
+
     height, width = labelled.label.shape
+    record = run_record(
+        segmenter, source.get("model"), source.get("weights"), source.get("settings", {})
+    )
     return {
         "image": name,
+        **record,
         "height": height,
         "width": width,
-        "model": source.get("model"),
-        "weights": source.get("weights"),
         "classes": [
             {"index": i, "name": names[0], "names": list(names), "area": float(area)}
             for i, (names, area) in enumerate(zip(labelled.classes, labelled.areas))
         ],
-        "settings": settings.record(),
+        "demo": settings.record(),
     }
 
 
