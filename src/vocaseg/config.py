@@ -21,19 +21,42 @@ T = TypeVar("T")
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping; a missing or malformed file is a :class:`ConfigError`."""
+    """Read a YAML mapping; a missing, unreadable or malformed file is a :class:`ConfigError`
+    (syntax errors name the line and column)."""
     path = Path(path)
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.y*ml"))[:3]
+        example = f" (it holds {', '.join(found)})" if found else ""
+        raise ConfigError(f"config file {path} is a folder; pass a YAML file{example}")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path} (check the path)")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text; save it as UTF-8") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read {path} ({err.strerror or err})") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+        raise ConfigError(f"{path} is not valid YAML: {_yaml_problem(err)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of keys to values at the top level")
     return data
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """``line L, column C: problem (while parsing ... from line K)`` of a YAML error, 1-based."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    if mark is None:
+        return problem
+    text = f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    context, start = getattr(err, "context", None), getattr(err, "context_mark", None)
+    if context:
+        where = f" from line {start.line + 1}" if start is not None else ""
+        text += f" ({context}{where})"
+    return text
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

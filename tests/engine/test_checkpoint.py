@@ -3,6 +3,8 @@ pruned to the newest N, and RNG states that round-trip."""
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import random
 import sys
@@ -18,7 +20,7 @@ import tiny_model
 from vocaseg.engine import checkpoint as ckpt
 from vocaseg.engine.train_config import parse_train_config
 from vocaseg.engine.trainer import Trainer
-from vocaseg.errors import CheckpointError
+from vocaseg.errors import CheckpointError, UserError
 from vocaseg.models.weights import CHECKPOINT_FORMAT
 
 
@@ -46,24 +48,40 @@ def test_checkpoint_is_self_describing_and_weights_only(tmp_path):
     }
 
 
-def test_interrupted_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+class _DiskFull(io.FileIO):
+    """A file on a disk with room for ``ROOM`` bytes: later writes fail as a full disk does."""
+
+    ROOM = 2000
+
+    def write(self, data):
+        if self.tell() + len(data) > self.ROOM:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return super().write(data)
+
+
+def full_disk_open(path, mode="r", *args, **kwargs):
+    return io.BufferedWriter(_DiskFull(path, mode.replace("b", "")))
+
+
+def test_full_disk_keeps_the_previous_checkpoint_and_says_so(tmp_path, monkeypatch):
     path = ckpt.checkpoint_path(tmp_path, 1)
     ckpt.save_checkpoint(path, {"step": 1, "model": {"w": torch.ones(3)}})
-    real_save = torch.save
-
-    def crash_halfway(obj, target, *args, **kwargs):
-        real_save(obj, target, *args, **kwargs)
-        with open(target, "r+b") as handle:  # leave a truncated file, then fail
-            handle.truncate(10)
-        raise OSError("disk full")
-
-    monkeypatch.setattr(torch, "save", crash_halfway)
-    with pytest.raises(OSError, match="disk full"):
-        ckpt.save_checkpoint(path, {"step": 2, "model": {"w": torch.zeros(3)}})
-    monkeypatch.setattr(torch, "save", real_save)
+    monkeypatch.setattr(ckpt, "open", full_disk_open, raising=False)  # torch writes through it
+    with pytest.raises(UserError) as error:
+        ckpt.save_checkpoint(ckpt.checkpoint_path(tmp_path, 2), {"model": {"w": torch.zeros(999)}})
+    monkeypatch.undo()
+    message = str(error.value)
+    assert "disk full" in message and "ckpt_00000002.pt" in message and "\n" not in message
+    assert f"the newest intact checkpoint is {path}" in message
     state = ckpt.load_checkpoint(path)
     assert state["step"] == 1 and torch.equal(state["model"]["w"], torch.ones(3))
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temporary left
+
+
+def test_other_write_errors_name_their_reason(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match=r"cannot save checkpoint .*: File exists; check the folder"):
+        ckpt.save_checkpoint(tmp_path / "file" / "ckpt_00000001.pt", {"step": 1})
 
 
 def test_checkpoint_is_on_disk_before_the_rename(tmp_path, monkeypatch):

@@ -10,7 +10,8 @@ Imported by the trainer through ``run.imports: [tiny_model]`` (tests/engine on `
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -32,6 +33,8 @@ class TinyConfig(InferenceConfig):
     dropout: float = 0.1
     needs_full: bool = False  # ask the pipeline for label_full (as TagCLIP's trusty target)
     clip: Any = None  # this model needs no CLIP
+    nan_steps: list[int] = field(default_factory=list)  # optimiser steps (1-based) with a NaN loss
+    sleep: float = 0.0  # seconds per training forward (to interrupt a run from outside)
 
 
 class TinyPixelModel(SegmentationModel):
@@ -46,6 +49,7 @@ class TinyPixelModel(SegmentationModel):
         self.frozen = nn.Linear(2, 2).requires_grad_(False)
         self.received: list[dict[str, Any]] = []  # what forward_train saw (keys and labels)
         self.setting: str | None = None
+        self.step = 0
 
     def encode_vocabulary(self, vocabulary) -> torch.Tensor:
         return torch.zeros(len(vocabulary.queries), 1)
@@ -63,16 +67,22 @@ class TinyPixelModel(SegmentationModel):
             raise ConfigError(f"model.num_classes must be {trained} for this dataset and setting")
         self.setting = spec.setting
 
+    def before_train_step(self, step: int, total: int) -> None:
+        self.step = step + 1
+
     def count_targets(self, batch: dict[str, Any]) -> float:
         return float((batch["label"] != 255).sum())
 
     def forward_train(self, batch: dict[str, Any]) -> torch.Tensor:
         self.received.append({"keys": sorted(batch), "label": batch["label"].clone()})
+        time.sleep(self.cfg.sleep)
         return self(batch["image"], torch.zeros(1, 1))
 
     def loss(self, batch: dict[str, Any], outputs: torch.Tensor) -> dict[str, torch.Tensor]:
         ce = F.cross_entropy(outputs, batch["label"], ignore_index=255, reduction="sum")
         total = ce / batch["num_targets"]
+        if self.step in self.cfg.nan_steps:
+            total = total * float("nan")
         return {"loss": total, "ce": total.detach()}
 
 

@@ -7,12 +7,18 @@
 - ``model-folder``: re-write a model folder, e.g. ``--self-contained`` for offline deployment
   (the frozen CLIP tensors copied in, so no reference needs to resolve where it runs).
 
-An existing model folder at ``-o`` is refused unless ``--overwrite``.
+An existing model folder at ``-o`` is refused unless ``--overwrite``; an ``-o`` that cannot be
+written is refused before the checkpoint is read. Errors are one line: a checkpoint that needs
+``--allow-pickle`` names the Python object it holds, a ResNet ``--clip`` says that the checkpoint
+needs a ViT, and a checkpoint whose CLIP is not the default ViT-B/16 gets the hint to pass
+``--clip``.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 FORMATS = ("zegclip", "gkc", "model-folder")
 
@@ -61,13 +67,18 @@ def run(args: argparse.Namespace) -> int:
     from vocaseg.config import parse_override
 
     overrides = dict((".".join(keys), value) for keys, value in map(parse_override, args.overrides))
-    if args.format == "model-folder":
-        return _refolder(args, overrides)
-    if args.format == "gkc":
-        return _gkc(args, overrides)
+    _refuse_existing(args)
+    with _one_line_errors(args):
+        if args.format == "model-folder":
+            return _refolder(args, overrides)
+        if args.format == "gkc":
+            return _gkc(args, overrides)
+        return _zegclip(args, overrides)
+
+
+def _zegclip(args: argparse.Namespace, overrides: dict) -> int:
     from vocaseg.models.convert_zegclip import convert_checkpoint
 
-    _refuse_existing(args)
     _, report = convert_checkpoint(
         args.checkpoint,
         args.output,
@@ -105,7 +116,6 @@ def run(args: argparse.Namespace) -> int:
 def _gkc(args: argparse.Namespace, overrides: dict) -> int:
     from vocaseg.models.convert_gkc import convert_checkpoint
 
-    _refuse_existing(args)
     _, report = convert_checkpoint(
         args.checkpoint,
         args.output,
@@ -128,23 +138,56 @@ def _gkc(args: argparse.Namespace, overrides: dict) -> int:
 
 
 def _refuse_existing(args: argparse.Namespace) -> None:
-    """Before any work: an existing model folder at -o is kept unless --overwrite."""
+    """Before any work: an existing model folder at -o is kept unless --overwrite, and -o must be
+    a folder that can be written."""
     from pathlib import Path
 
+    from vocaseg.cli.options import check_writable
     from vocaseg.errors import UserError
     from vocaseg.models.weights import MODEL_JSON
 
-    if (Path(args.output) / MODEL_JSON).exists() and not args.overwrite:
+    output = Path(args.output)
+    if output.exists() and not output.is_dir():
+        raise UserError(f"-o {output} is a file; name a folder for the model")
+    if (output / MODEL_JSON).exists() and not args.overwrite:
         raise UserError(
             f"{args.output} already holds a model; pass --overwrite to replace it or choose "
             "another -o"
         )
+    check_writable(output.parent, "-o")
+
+
+@contextmanager
+def _one_line_errors(args: argparse.Namespace) -> Iterator[None]:
+    """Errors of the converters, reworded where the command line knows more (see the module
+    docstring)."""
+    from vocaseg.errors import UserError
+    from vocaseg.models.convert_zegclip import unreadable_checkpoint
+
+    try:
+        yield
+    except UserError as err:
+        text = str(err)
+        if "\n" in text or "\x1b" in text:  # torch's own text inside ours
+            text = unreadable_checkpoint(args.checkpoint, text, args.allow_pickle)
+        elif args.clip and "a ResNet" in text:
+            text = (
+                f"--clip {args.clip} is a ResNet CLIP, but a {args.format} checkpoint stands on a "
+                "CLIP ViT; pass the ViT CLIP it was trained with (e.g. --clip ViT-B/16)"
+            )
+        elif not args.clip and "wrong shape" in text and "clip." in text:
+            text += (
+                "; the checkpoint's CLIP is not the default ViT-B/16: pass the CLIP it was "
+                "trained with, e.g. --clip ViT-L/14 or --clip FILE"
+            )
+        else:
+            raise
+        raise type(err)(text) from None
 
 
 def _refolder(args: argparse.Namespace, overrides: dict) -> int:
     from vocaseg.models.folder import load_model, save_model
 
-    _refuse_existing(args)
     model = load_model(args.checkpoint, clip_weights=args.clip, **overrides)
     save_model(model, args.output, self_contained=args.self_contained, overwrite=args.overwrite)
     kind = "self-contained" if args.self_contained else "referring to its CLIP weights"

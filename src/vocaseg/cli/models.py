@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -80,8 +81,32 @@ def run_models(args: argparse.Namespace) -> int:
 
 
 def run_download(args: argparse.Namespace) -> int:
-    from vocaseg.clip.weights import download
+    from vocaseg.cli.options import check_writable
+    from vocaseg.clip.hub import cache_root, candidate_paths
+    from vocaseg.clip.weights import KNOWN_WEIGHTS, canonical_name, download, known_names
+    from vocaseg.errors import ConfigError, UserError, WeightsNotFoundError
 
+    unknown = [name for name in args.names if canonical_name(name) not in known_names()]
+    if unknown:
+        raise ConfigError(
+            f"unknown CLIP weights {', '.join(map(repr, unknown))}; known: "
+            f"{', '.join(known_names())}"
+        )
+    root = cache_root(args.cache_dir)
+    check_writable(root, "--cache-dir")
     for name in args.names:
-        print(f"{name}: {download(name, args.cache_dir)}")
+        try:
+            path = download(name, args.cache_dir)
+        except WeightsNotFoundError as err:
+            # the hub's text tells users of other commands to run this one; here, say why it failed
+            reasons = str(err).partition("Tried: ")[2].partition("; looked in:")[0] or str(err)
+            target = candidate_paths(KNOWN_WEIGHTS[canonical_name(name)], root)[-1]
+            raise UserError(
+                f"could not download {name}: {reasons}; check the network (or $HTTPS_PROXY), or "
+                f"copy the file from a connected machine to {target}"
+            ) from None
+        except OSError as err:
+            reason = "disk full" if err.errno == errno.ENOSPC else err.strerror or err
+            raise UserError(f"could not write {name} into {root} ({reason})") from None
+        print(f"{name}: {path}")
     return 0

@@ -1,13 +1,17 @@
 """``vocaseg train CONFIG.yaml [--set key.sub=value ...] [--output DIR] [--resume auto|PATH]
-[--print-model]``: train any method with the engine of :mod:`vocaseg.engine.trainer`.
+[--allow-config-change] [--print-model]``: train any method with the engine of
+:mod:`vocaseg.engine.trainer`.
 
 The same command runs under ``torchrun --nproc-per-node N -m vocaseg train ...`` for DDP.
 The config (plus overrides) is validated completely before any data or weights are read.
+Ctrl-C (SIGINT) or SIGTERM saves a checkpoint of the step just completed and exits with
+128 + the signal number (130 for Ctrl-C) and one line saying how to continue.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,7 +35,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--resume",
         metavar="auto|PATH",
-        help="'auto': continue from the newest checkpoint in the run folder; or a checkpoint file",
+        help="'auto': continue from the newest checkpoint in the run folder (start from scratch "
+        "when there is none); or a checkpoint file. The config must be the one the checkpoint "
+        "was trained with (output, device, data.root, data.num_workers, eval.*, checkpoint.*, "
+        "logging.* and optim.skip_nonfinite may change)",
+    )
+    parser.add_argument(
+        "--allow-config-change",
+        action="store_true",
+        help="resume even though the config changed since the checkpoint (the changes are "
+        "recorded in the run folder's config_changes.jsonl)",
     )
     parser.add_argument(
         "--print-model",
@@ -55,17 +68,28 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     from vocaseg.engine.distributed import shutdown_distributed
+    from vocaseg.engine.interrupt import TrainingInterrupted
     from vocaseg.engine.trainer import Trainer
 
+    trainer = None
     try:
-        trainer = Trainer(cfg, output=args.output, resume=args.resume)
+        trainer = Trainer(
+            cfg,
+            output=args.output,
+            resume=args.resume,
+            allow_config_change=args.allow_config_change,
+        )
         final = trainer.train()
         if trainer.dist.is_main:
             print(f"final model: {final}")
-        del trainer  # the DDP wrapper goes before its process group
+    except TrainingInterrupted as stop:
+        if trainer is None or trainer.dist.is_main:
+            sys.stderr.write(f"{stop}\n")
+        return stop.exit_code
     except WeightsNotFoundError as err:
         hint = "set run.clip_weights in the config (or --set run.clip_weights=PATH)"
         raise WeightsNotFoundError(str(err).replace(LOCAL_WEIGHTS_HINT, hint)) from None
     finally:
+        del trainer  # the DDP wrapper goes before its process group
         shutdown_distributed()
     return 0

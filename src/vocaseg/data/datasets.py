@@ -24,7 +24,7 @@ from vocaseg.data.decoders import apply_lut, build_lut, decode_coco_panoptic, ig
 from vocaseg.data.imageio import read_image, read_label
 from vocaseg.data.layouts import SPECS, TABLES, DatasetSpec, Layout
 from vocaseg.data.samples import Sample, list_samples, probe_parts
-from vocaseg.errors import DatasetError
+from vocaseg.errors import DatasetError, VocasegWarning
 from vocaseg.hashing import file_sha256, text_sha256
 from vocaseg.text.vocab import Vocabulary
 
@@ -241,7 +241,7 @@ def _check_count(name: str, split: str, found: int, expected: tuple[int, ...], s
     )
     if strict:
         raise DatasetError(message + " (drop --strict to continue anyway)")
-    warnings.warn(message, stacklevel=3)
+    warnings.warn(message, VocasegWarning, stacklevel=3)
 
 
 def _folder_layout(root: Path, split: str) -> Layout:

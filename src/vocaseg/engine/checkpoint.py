@@ -10,15 +10,20 @@ A checkpoint is one ``.pt`` file holding only tensors and plain containers:
   ``scaler`` (fp16 GradScaler or ``None``) and ``rng`` (python / numpy / torch / CUDA states of
   every process, in rank order).
 
-Files are written to a temporary name and renamed, so a crash mid-write leaves the previous
-checkpoint intact; :func:`prune_checkpoints` keeps the newest N (and any listed steps).
+Files are written to a temporary name and renamed, so a crash or a full disk mid-write leaves the
+previous checkpoint intact (a failed write is one :class:`vocaseg.errors.UserError` line naming
+the reason, e.g. "disk full", and the path); :func:`prune_checkpoints` keeps the newest N (and any
+listed steps).
 """
 
 from __future__ import annotations
 
+import errno
 import random
 import re
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -26,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vocaseg.errors import UserError
 from vocaseg.io import atomic_path
 from vocaseg.models.weights import CHECKPOINT_FORMAT, read_training_checkpoint
 
@@ -46,10 +52,79 @@ def list_checkpoints(folder: str | Path) -> list[Path]:
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """``torch.save`` ``state`` (plus the format tag) atomically to ``path``."""
-    with atomic_path(path) as tmp:
-        torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
-    return Path(path)
+    """``torch.save`` ``state`` (plus the format tag) atomically to ``path``; a failed write
+    (full disk, read-only or vanished folder) is one :class:`UserError` line."""
+    path = Path(path)
+    handle = None
+    try:
+        with atomic_path(path) as tmp, open(tmp, "wb") as raw:
+            handle = _ErrorRecorder(raw)
+            torch.save({"format": CHECKPOINT_FORMAT, **state}, handle)
+            handle.flush()
+    except (OSError, RuntimeError) as err:
+        # torch's zip writer reports a failed write as a RuntimeError without the reason; the
+        # recorder kept the OSError it hid.
+        cause = handle.error if handle is not None and handle.error is not None else err
+        raise UserError(write_failure(path, cause)) from None
+    return path
+
+
+def write_failure(path: Path, err: BaseException) -> str:
+    """``cannot save checkpoint PATH: disk full (...)`` plus where the newest intact one is."""
+    if (isinstance(err, OSError) and err.errno == errno.ENOSPC) or _no_space(path.parent):
+        reason = "disk full (no space left on the device); free some space"
+    elif isinstance(err, OSError):
+        reason = f"{err.strerror or type(err).__name__}; check the folder"
+    else:
+        reason = f"{str(err).splitlines()[0] if str(err) else type(err).__name__}"
+    older = [p for p in list_checkpoints(path.parent) if p != path]
+    kept = f"the newest intact checkpoint is {older[-1]}" if older else "no earlier checkpoint"
+    return f"cannot save checkpoint {path}: {reason}; {kept}; continue with --resume auto"
+
+
+def _no_space(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < 1 << 20
+    except OSError:
+        return False
+
+
+class _ErrorRecorder:
+    """A file wrapper that remembers the first ``OSError`` of a write or flush."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as err:
+            self.error = self.error or err
+            raise
+
+    def flush(self) -> None:
+        try:
+            self.handle.flush()
+        except OSError as err:
+            self.error = self.error or err
+            raise
+
+
+def check_run_folder(folder: Path) -> None:
+    """Fail before any work when files cannot be written into the run folder ``folder``."""
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--output {folder} is a file, not a folder; pick a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        reason = "disk full" if err.errno == errno.ENOSPC else err.strerror or type(err).__name__
+        raise UserError(
+            f"cannot write to the run folder {folder} ({reason}); pick another with --output "
+            "(or run.output)"
+        ) from None
 
 
 def prune_checkpoints(folder: str | Path, keep_last: int, keep: Iterable[int] = ()) -> None:

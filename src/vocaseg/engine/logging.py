@@ -1,17 +1,21 @@
 """Training logs: a CSV table (rewritten atomically), optional TensorBoard, a tqdm progress bar.
 
 Only rank 0 logs (the trainer builds a :class:`TrainLogger` with ``enabled=False`` elsewhere). On
-resume, rows after the resumed step are dropped so the CSV always matches the weights on disk.
+resume, rows after the resumed step are dropped so the CSV always matches the weights on disk. A
+CSV that cannot be written (full disk) is one warning, not the end of the run: the rows stay in
+memory and the next successful write holds them all.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import warnings
 from pathlib import Path
 
 from tqdm import tqdm
 
+from vocaseg.errors import VocasegWarning
 from vocaseg.io import atomic_open
 
 LOG_CSV = "log.csv"
@@ -31,6 +35,7 @@ class TrainLogger:
     ) -> None:
         self.folder = Path(folder)
         self.enabled = enabled
+        self.write_failed = False
         self.rows: list[dict[str, float]] = self._read_rows(start_step) if enabled else []
         self.writer = self._tensorboard() if enabled and tensorboard else None
         self.bar = tqdm(
@@ -82,8 +87,20 @@ class TrainLogger:
         writer.writeheader()
         for row in self.rows:
             writer.writerow({k: int(v) if k == "step" else f"{v:.6g}" for k, v in row.items()})
-        with atomic_open(self.folder / LOG_CSV, "w", encoding="utf-8", newline="") as handle:
-            handle.write(buffer.getvalue())
+        try:
+            with atomic_open(self.folder / LOG_CSV, "w", encoding="utf-8", newline="") as handle:
+                handle.write(buffer.getvalue())
+        except OSError as err:
+            if not self.write_failed:
+                warnings.warn(
+                    f"cannot write {self.folder / LOG_CSV} ({err.strerror or err}); the rows are "
+                    "kept and written at the next successful attempt",
+                    VocasegWarning,
+                    stacklevel=2,
+                )
+            self.write_failed = True
+        else:
+            self.write_failed = False
 
     def message(self, text: str) -> None:
         """Print a line above the progress bar."""

@@ -11,12 +11,15 @@ The shipped recipes (configs/) follow each method's paper and released configs (
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from vocaseg.config import apply_overrides, from_dict, load_yaml
 from vocaseg.errors import ConfigError
+
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
 @dataclass
@@ -33,7 +36,7 @@ class RunConfig:
 
     seed: int = 0
     output: str = "runs/train"
-    device: str = "auto"  # auto | cpu | cuda
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     clip_weights: str | None = None
     init: str | None = None
@@ -51,6 +54,9 @@ class OptimConfig:
     weight decay: ``norm`` (normalisation layers), ``embedding`` (``nn.Embedding`` tables), ``bias``,
     ``1d`` (every parameter with < 2 dims), plus any names the model returns from
     ``no_weight_decay()``. TagCLIP decays everything (``no_decay: []``).
+
+    ``skip_nonfinite``: how many optimiser steps with a NaN/inf loss may be skipped (no update,
+    the batch is consumed, the step is logged) before training stops; 0 stops at the first one.
     """
 
     lr: float = 1e-4
@@ -62,6 +68,7 @@ class OptimConfig:
     no_decay: list[Literal["norm", "embedding", "bias", "1d"]] = field(default_factory=list)
     grad_clip: float | None = None  # max L2 norm of all gradients together
     accumulate: int = 1  # micro-batches per optimiser step
+    skip_nonfinite: int = 0  # NaN/inf-loss steps that may be skipped before training stops
 
 
 @dataclass
@@ -210,6 +217,12 @@ def _check(cfg: TrainConfig, where: str) -> None:
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"{where}: {key} must be >= 1, got {value}")
+    if optim.skip_nonfinite < 0:
+        raise ConfigError(f"{where}: optim.skip_nonfinite must be >= 0, got {optim.skip_nonfinite}")
+    if not _DEVICE.match(cfg.run.device):
+        raise ConfigError(
+            f"{where}: run.device must be auto, cpu, cuda or cuda:N, got {cfg.run.device!r}"
+        )
     if optim.lr <= 0:
         raise ConfigError(f"{where}: optim.lr must be > 0, got {optim.lr}")
     if optim.grad_clip is not None and optim.grad_clip <= 0:

@@ -39,6 +39,8 @@ _LAYER_RENAMES = {
     "linear2.": "ffn.fc2.",
 }
 _LAYER = re.compile(r"^decode_head\.(?:decoder_1|decoder)\.layers\.(\d+)\.(.*)$")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 _DROPPED = re.compile(r"^(text_encoder\.|decode_head\.loss_decode\.)")
 
 
@@ -61,15 +63,14 @@ def read_checkpoint(path: str | Path, allow_pickle: bool = False) -> tuple[dict[
     ``allow_pickle=True`` permits full unpickling (only for files you trust).
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder; pass the released .pth file")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path} (check the path)")
     try:
         raw = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except Exception as err:  # unpickling errors come in many types
-        hint = "" if allow_pickle else "; if you trust the file, retry with --allow-pickle"
-        raise CheckpointError(
-            f"cannot read {path} as a weights-only checkpoint ({err}){hint}"
-        ) from None
+        raise CheckpointError(unreadable_checkpoint(path, str(err), allow_pickle)) from None
     if not isinstance(raw, dict):
         raise CheckpointError(f"{path} holds a {type(raw).__name__}, not a checkpoint dict")
     state = raw.get("state_dict", raw)
@@ -83,6 +84,24 @@ def read_checkpoint(path: str | Path, allow_pickle: bool = False) -> tuple[dict[
             "weights); for other methods use their own loader"
         )
     return state, meta
+
+
+def unreadable_checkpoint(path: str | Path, reason: str, allow_pickle: bool = False) -> str:
+    """One line for a checkpoint ``torch.load`` refused: torch's several-line text (with terminal
+    colour codes) reduced to the Python object it would have had to unpickle."""
+    text = _ANSI.sub("", reason)
+    found = _GLOBAL.search(text)
+    if found is not None and not allow_pickle:
+        return (
+            f"cannot read {path} without unpickling code: it holds the Python object "
+            f"{found.group(1)}, which a weights-only load refuses; if you trust the file, retry "
+            "with --allow-pickle"
+        )
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "unreadable")
+    first = first.split(". ")[0].rstrip(".")  # torch's first sentence
+    if "weights only" in text.lower() and not allow_pickle:
+        return f"cannot read {path} ({first}); if you trust the file, retry with --allow-pickle"
+    return f"cannot read {path} as a checkpoint ({first}); is it complete? copy it again"
 
 
 def _rename(key: str, self_attn_layer0: bool) -> str | None:
