@@ -80,7 +80,9 @@ def test_full_disk_keeps_the_previous_checkpoint_and_says_so(tmp_path, monkeypat
 
 def test_other_write_errors_name_their_reason(tmp_path):
     (tmp_path / "file").write_text("x")
-    with pytest.raises(UserError, match=r"cannot save checkpoint .*: File exists; check the folder"):
+    with pytest.raises(
+        UserError, match=r"cannot save checkpoint .*: File exists; check the folder"
+    ):
         ckpt.save_checkpoint(tmp_path / "file" / "ckpt_00000001.pt", {"step": 1})
 
 

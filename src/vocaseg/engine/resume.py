@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from vocaseg.config import to_dict
-from vocaseg.engine.checkpoint import list_checkpoints
+from vocaseg.engine.checkpoint import list_checkpoints, load_checkpoint
 from vocaseg.engine.train_config import TrainConfig, parse_train_config
-from vocaseg.errors import ConfigError
+from vocaseg.errors import CheckpointError, ConfigError
 from vocaseg.io import atomic_open
 from vocaseg.models.registry import build_config
 
@@ -58,6 +58,21 @@ def resume_checkpoint(folder: Path, resume: str | None) -> Path | None:
     if resume == "auto":
         return found[-1] if found else None
     return Path(resume)
+
+
+def read_resume_checkpoint(path: Path, resume: str, method: str) -> dict[str, Any]:
+    """The checkpoint to resume from; for ``--resume auto``, a damaged newest checkpoint names
+    the one before it (never skipped silently: the user decides)."""
+    try:
+        return load_checkpoint(path, method)
+    except CheckpointError as err:
+        older = [p for p in list_checkpoints(path.parent) if p != path]
+        if resume != "auto" or not older:
+            raise
+        raise CheckpointError(
+            f"{err}; the newest checkpoint is damaged: resume from the one before with "
+            f"--resume {older[-1]} (or delete {path.name})"
+        ) from None
 
 
 def check_config(

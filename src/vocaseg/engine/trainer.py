@@ -56,6 +56,7 @@ from vocaseg.engine.resume import (
     check_config,
     check_dataset,
     describe,
+    read_resume_checkpoint,
     record_changes,
     resume_checkpoint,
 )
@@ -197,7 +198,7 @@ class Trainer:
         self.config_changes: dict[str, tuple[Any, Any]] = {}
         self.start_config: dict[str, Any] | None = None  # the checkpoint's config
         if self.resumed_from is not None:
-            state = ckpt.load_checkpoint(self.resumed_from, cfg.method)
+            state = read_resume_checkpoint(self.resumed_from, resume, cfg.method)
             self.start_config = state.get("config")
             self.config_changes = check_config(
                 state.get("config") or {}, cfg, self.resumed_from, allow_config_change
@@ -278,7 +279,8 @@ class Trainer:
         from vocaseg.data import load_dataset
 
         cfg = self.cfg
-        with config_hints("eval.root"):
+        own = cfg.eval.root is not None or cfg.eval.dataset is not None
+        with config_hints("eval.root" if own else "data.root (or eval.root)"):
             return load_dataset(
                 cfg.eval.dataset or cfg.data.dataset,
                 root=cfg.eval.root or cfg.data.root,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +77,14 @@ def read_safetensors(path: Path) -> dict[str, Tensor]:
         raise CheckpointError(f"{path} is not a readable safetensors file ({err})") from None
 
 
+def _load_weights_only(path: Path) -> Any:
+    """``torch.load`` that never unpickles code; torch's pickle-protocol notice is not the
+    user's business (the refusal that follows, if any, says what to do)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected pickle protocol")
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def read_training_checkpoint(path: str | Path, method: str | None = None) -> dict[str, Any]:
     """A ``vocaseg train`` checkpoint; with ``method``, refuse one written for another method."""
     path = Path(path)
@@ -84,7 +93,7 @@ def read_training_checkpoint(path: str | Path, method: str | None = None) -> dic
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path} (check --resume / run.init)")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = _load_weights_only(path)
     except Exception as err:  # torch raises several types for damaged or foreign files
         raise CheckpointError(
             f"{path} is not a readable vocaseg training checkpoint ({type(err).__name__}); "
@@ -125,7 +134,7 @@ def read_state(source: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     if source.suffix == ".safetensors":
         return read_safetensors(source), {"kind": "file", "method": None}
     try:
-        obj = torch.load(source, map_location="cpu", weights_only=True)
+        obj = _load_weights_only(source)
     except Exception as err:  # any failure reads the same to the user
         raise CheckpointError(
             f"{source} cannot be read without unpickling code ({type(err).__name__}); pass a "
