@@ -162,15 +162,12 @@ def _one_line_errors(args: argparse.Namespace) -> Iterator[None]:
     """Errors of the converters, reworded where the command line knows more (see the module
     docstring)."""
     from vocaseg.errors import UserError
-    from vocaseg.models.convert_zegclip import unreadable_checkpoint
 
     try:
         yield
     except UserError as err:
         text = str(err)
-        if "\n" in text or "\x1b" in text:  # torch's own text inside ours
-            text = unreadable_checkpoint(args.checkpoint, text, args.allow_pickle)
-        elif args.clip and "a ResNet" in text:
+        if args.clip and "a ResNet" in text:
             text = (
                 f"--clip {args.clip} is a ResNet CLIP, but a {args.format} checkpoint stands on a "
                 "CLIP ViT; pass the ViT CLIP it was trained with (e.g. --clip ViT-B/16)"

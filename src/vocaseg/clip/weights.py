@@ -19,6 +19,7 @@ import torch
 
 from vocaseg.clip import convert, hub
 from vocaseg.clip.model import CLIP, OPENAI_MEAN, OPENAI_STD, CLIPConfig
+from vocaseg.clip.safe_load import load_untrusted
 from vocaseg.errors import CheckpointError, ConfigError
 from vocaseg.hashing import file_sha256
 
@@ -400,13 +401,8 @@ def _read_file(path: Path) -> tuple[Any, bool]:
             f"{path} is not a checkpoint (not safetensors, zip or pickle); pass a .pt, .bin, "
             ".safetensors file or a Hugging Face folder"
         )
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True), False
-    except Exception as err:  # torch raises RuntimeError/UnpicklingError/EOFError for bad files
-        raise CheckpointError(
-            f"{path} could not be read as a weights-only checkpoint ({type(err).__name__}: "
-            f"{str(err).splitlines()[0][:200]}); it is truncated or holds pickled code"
-        ) from None
+    fix = "pass a plain state dict (.pt, .safetensors) or a Hugging Face CLIPModel folder"
+    return load_untrusted(path, fix), False
 
 
 def _identify(path: Path, torchscript: bool) -> KnownWeights | None:

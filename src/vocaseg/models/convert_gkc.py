@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from vocaseg.errors import CheckpointError
-from vocaseg.models.weights import load_into
+from vocaseg.models.weights import load_into, read_foreign_checkpoint
 
 _KEPT_PREFIXES = ("backbone.", "sem_seg_head.")
 _KEPT_KEYS = ("non_object_embedding", "logit_scale", "text_kd_logit_scale")
@@ -52,21 +52,9 @@ class GKCConversionReport:
 
 def read_checkpoint(path: str | Path, allow_pickle: bool = False) -> dict[str, Tensor]:
     """The tensors of a released checkpoint (detectron2's ``{"model": ...}`` or a bare state
-    dict), read with ``weights_only`` unless ``allow_pickle``."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path} (check the path)")
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
-    except Exception as err:  # unpickling errors come in many types
-        hint = "" if allow_pickle else "; if you trust the file, retry with --allow-pickle"
-        raise CheckpointError(
-            f"cannot read {path} as a weights-only checkpoint ({err}){hint}"
-        ) from None
-    state = raw.get("model", raw) if isinstance(raw, dict) else None
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path} holds a {type(raw).__name__}, not a checkpoint dict")
-    state = {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, Tensor)}
+    dict), read through :func:`vocaseg.models.weights.read_foreign_checkpoint` (weights-only
+    unless ``allow_pickle``)."""
+    state, _ = read_foreign_checkpoint(path, allow_pickle)
     if not any(k.startswith("sem_seg_head.predictor.") for k in state):
         raise CheckpointError(
             f"{path} is not a GKC checkpoint (no sem_seg_head.predictor.* weights); for other "

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from vocaseg.errors import CheckpointError
-from vocaseg.models.weights import load_into
+from vocaseg.models.weights import load_into, read_foreign_checkpoint
 
 _BACKBONE_RENAMES = {
     "prompt_embeddings": "vpt.shallow",
@@ -39,8 +39,6 @@ _LAYER_RENAMES = {
     "linear2.": "ffn.fc2.",
 }
 _LAYER = re.compile(r"^decode_head\.(?:decoder_1|decoder)\.layers\.(\d+)\.(.*)$")
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 _DROPPED = re.compile(r"^(text_encoder\.|decode_head\.loss_decode\.)")
 
 
@@ -58,24 +56,10 @@ class ConversionReport:
 
 
 def read_checkpoint(path: str | Path, allow_pickle: bool = False) -> tuple[dict[str, Tensor], dict]:
-    """Load an mmcv checkpoint (``{"meta", "state_dict", "optimizer"}``) with ``weights_only``.
-
-    ``allow_pickle=True`` permits full unpickling (only for files you trust).
-    """
-    path = Path(path)
-    if path.is_dir():
-        raise CheckpointError(f"{path} is a folder; pass the released .pth file")
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path} (check the path)")
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
-    except Exception as err:  # unpickling errors come in many types
-        raise CheckpointError(unreadable_checkpoint(path, str(err), allow_pickle)) from None
-    if not isinstance(raw, dict):
-        raise CheckpointError(f"{path} holds a {type(raw).__name__}, not a checkpoint dict")
-    state = raw.get("state_dict", raw)
-    meta = raw.get("meta") or {}
-    state = {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, Tensor)}
+    """An mmcv checkpoint (``{"meta", "state_dict", "optimizer"}``) -> (state dict, meta), read
+    through :func:`vocaseg.models.weights.read_foreign_checkpoint` (weights-only unless
+    ``allow_pickle``)."""
+    state, wrapper = read_foreign_checkpoint(path, allow_pickle)
     if not any(k.startswith("backbone.") for k in state) or not any(
         k.startswith("decode_head.") for k in state
     ):
@@ -83,25 +67,7 @@ def read_checkpoint(path: str | Path, allow_pickle: bool = False) -> tuple[dict[
             f"{path} is not a ZegCLIP/TagCLIP checkpoint (no backbone.* and decode_head.* "
             "weights); for other methods use their own loader"
         )
-    return state, meta
-
-
-def unreadable_checkpoint(path: str | Path, reason: str, allow_pickle: bool = False) -> str:
-    """One line for a checkpoint ``torch.load`` refused: torch's several-line text (with terminal
-    colour codes) reduced to the Python object it would have had to unpickle."""
-    text = _ANSI.sub("", reason)
-    found = _GLOBAL.search(text)
-    if found is not None and not allow_pickle:
-        return (
-            f"cannot read {path} without unpickling code: it holds the Python object "
-            f"{found.group(1)}, which a weights-only load refuses; if you trust the file, retry "
-            "with --allow-pickle"
-        )
-    first = next((line.strip() for line in text.splitlines() if line.strip()), "unreadable")
-    first = first.split(". ")[0].rstrip(".")  # torch's first sentence
-    if "weights only" in text.lower() and not allow_pickle:
-        return f"cannot read {path} ({first}); if you trust the file, retry with --allow-pickle"
-    return f"cannot read {path} as a checkpoint ({first}); is it complete? copy it again"
+    return state, wrapper.get("meta") or {}
 
 
 def _rename(key: str, self_attn_layer0: bool) -> str | None:

@@ -2,8 +2,9 @@
 (:func:`read_state`), then load it into a model with a report of what fit (:func:`load_into`).
 
 Everything that puts weights into a method goes through here: ``load_model``, ``run.init``, resume,
-``vocaseg convert`` and the importers. Loading never executes pickled code (``weights_only=True``
-and safetensors). Missing, unexpected and mis-shaped keys are listed in one line; a partial load
+``vocaseg convert`` and the importers (:func:`read_foreign_checkpoint` reads another code base's
+checkpoint for both converters). Loading never executes pickled code (``weights_only=True``
+and safetensors); only ``vocaseg convert --allow-pickle`` unpickles, for files the user trusts. Missing, unexpected and mis-shaped keys are listed in one line; a partial load
 names what it may leave out (``allow_missing``: ``fnmatch`` patterns such as ``"decoder_*"``).
 """
 
@@ -11,15 +12,14 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
+from vocaseg.clip.safe_load import load_untrusted, torch_load
 from vocaseg.errors import CheckpointError
 
 MODEL_JSON = "model.json"
@@ -77,14 +77,6 @@ def read_safetensors(path: Path) -> dict[str, Tensor]:
         raise CheckpointError(f"{path} is not a readable safetensors file ({err})") from None
 
 
-def _load_weights_only(path: Path) -> Any:
-    """``torch.load`` that never unpickles code; torch's pickle-protocol notice is not the
-    user's business (the refusal that follows, if any, says what to do)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Detected pickle protocol")
-        return torch.load(path, map_location="cpu", weights_only=True)
-
-
 def read_training_checkpoint(path: str | Path, method: str | None = None) -> dict[str, Any]:
     """A ``vocaseg train`` checkpoint; with ``method``, refuse one written for another method."""
     path = Path(path)
@@ -93,7 +85,7 @@ def read_training_checkpoint(path: str | Path, method: str | None = None) -> dic
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path} (check --resume / run.init)")
     try:
-        state = _load_weights_only(path)
+        state = torch_load(path)
     except Exception as err:  # torch raises several types for damaged or foreign files
         raise CheckpointError(
             f"{path} is not a readable vocaseg training checkpoint ({type(err).__name__}); "
@@ -133,13 +125,8 @@ def read_state(source: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
         raise CheckpointError(f"weights not found: {source} (check the path)")
     if source.suffix == ".safetensors":
         return read_safetensors(source), {"kind": "file", "method": None}
-    try:
-        obj = _load_weights_only(source)
-    except Exception as err:  # any failure reads the same to the user
-        raise CheckpointError(
-            f"{source} cannot be read without unpickling code ({type(err).__name__}); pass a "
-            "vocaseg checkpoint, a model folder or a plain state dict (.pt/.pth/.safetensors)"
-        ) from None
+    fix = "pass a vocaseg checkpoint, a model folder or a plain state dict (.pt/.safetensors)"
+    obj = load_untrusted(source, fix)
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
         return obj["model"], {
             "kind": "checkpoint",
@@ -149,10 +136,41 @@ def read_state(source: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     return _unwrap(obj, source), {"kind": "file", "method": None}
 
 
-def _unwrap(obj: Any, source: Path) -> dict[str, Tensor]:
+def read_foreign_checkpoint(
+    path: str | Path, allow_pickle: bool = False
+) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """The tensors of another code base's checkpoint, and the dict around them.
+
+    The state dict may be wrapped (mmcv's ``{"meta", "state_dict", "optimizer"}``, detectron2's
+    ``{"model", "iteration"}``) or bare; ``module.`` prefixes (DataParallel) are dropped, and so are
+    entries that are not tensors. Read weights-only unless ``allow_pickle`` (trusted files only;
+    the refusal says so in one line). Returns ``(state, wrapper)``; ``wrapper`` is ``{}`` for a
+    bare state dict. The converters check the keys they expect.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder; pass the released checkpoint file (.pth)")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path} (check the path)")
+    raw = load_untrusted(path, "if you trust the file, retry with --allow-pickle", allow_pickle)
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path} holds a {type(raw).__name__}, not a checkpoint dict")
+    state = _unwrapped(raw)
+    wrapper = raw if state is not raw else {}
+    tensors = {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, Tensor)}
+    return tensors, wrapper
+
+
+def _unwrapped(obj: Any) -> Any:
+    """The state dict inside ``state_dict`` / ``model`` wrappers (``obj`` itself when bare)."""
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
+    return obj
+
+
+def _unwrap(obj: Any, source: Path) -> dict[str, Tensor]:
+    obj = _unwrapped(obj)
     if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
         raise CheckpointError(f"{source} holds no state dict of tensors")
     return {k.removeprefix("module."): v for k, v in obj.items()}
