@@ -13,7 +13,11 @@ import warnings
 
 from tqdm import tqdm
 
-from vocaseg.cli.options import add_max_pixels_option, apply_max_pixels
+from vocaseg.cli.options import (
+    add_max_pixels_option,
+    add_unknown_as_ignore_option,
+    apply_max_pixels,
+)
 from vocaseg.data.datasets import CONVERTIBLE, list_datasets
 from vocaseg.data.layouts import SPECS
 from vocaseg.errors import DatasetError, UserError
@@ -46,6 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--strict", action="store_true", help="a sample count mismatch is an error (exit 2)"
     )
     add_max_pixels_option(check)
+    add_unknown_as_ignore_option(check)
     check.set_defaults(run=run_check)
     prepare = commands.add_parser(
         "prepare",
@@ -94,7 +99,9 @@ def run_check(args: argparse.Namespace) -> int:
     apply_max_pixels(args)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        data = load_dataset(args.name, args.data_root, args.split, args.layout, args.strict)
+        data = load_dataset(
+            args.name, args.data_root, args.split, args.layout, args.strict, args.unknown_as_ignore
+        )
     notes = [str(w.message) for w in caught]  # a sample count unlike the benchmark's
     problems = []
     for index in tqdm(range(len(data)), desc=f"checking {args.name}", unit="sample"):

@@ -24,6 +24,7 @@ from vocaseg.cli.options import (
     add_device_options,
     add_max_pixels_option,
     add_model_options,
+    add_unknown_as_ignore_option,
     apply_max_pixels,
     check_writable,
 )
@@ -114,6 +115,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="stop",
         help="an unreadable sample stops the run (default) or is skipped and counted",
     )
+    add_unknown_as_ignore_option(parser)
     parser.add_argument(
         "--save-vis", type=int, metavar="N", help="save overlays of the first N images"
     )
@@ -319,7 +321,12 @@ def _evaluate(args: argparse.Namespace, plan: Plan, device: Any) -> Any:
     from vocaseg.engine.evaluator import evaluate
     from vocaseg.models.resolve import resolve_model
 
-    dataset = load_dataset(args.dataset, root=args.data_root, split=args.split)
+    dataset = load_dataset(
+        args.dataset,
+        root=args.data_root,
+        split=args.split,
+        unknown_as_ignore=args.unknown_as_ignore,
+    )
     model = resolve_model(args.model, args.weights, plan.settings).to(device)
     names = list(dataset.class_names)
     classes = dataset.classes.classes

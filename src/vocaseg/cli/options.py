@@ -1,6 +1,6 @@
 """Command-line options shared by the commands that build a model (``segment``, ``eval``,
 ``bench``, ``export``, ``demo``): model, weights, ``--set``, ``--background``, vocabulary, device
-and precision, the pixel limit of the image readers, one model resolver for all of them, and the
+and precision, the pixel limit of the image readers, unknown label values as ignore, one model resolver for all of them, and the
 early check that an output location can be written."""
 
 from __future__ import annotations
@@ -75,6 +75,16 @@ def add_max_pixels_option(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="largest image (width x height) to read; a larger one is an unreadable image, a "
         "guard against decompression bombs (default PIL's limit, 178956970)",
+    )
+
+
+def add_unknown_as_ignore_option(parser: argparse.ArgumentParser) -> None:
+    """``--unknown-as-ignore``: label values with no class in the dataset are ignored, not errors."""
+    parser.add_argument(
+        "--unknown-as-ignore",
+        action="store_true",
+        help="read label values that name no class of the dataset as 'ignore' instead of "
+        "stopping (recorded in the results)",
     )
 
 

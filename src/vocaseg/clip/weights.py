@@ -291,6 +291,12 @@ def load(
         config = convert.infer_config(state, **fields)
     except KeyError as err:
         sample = ", ".join(list(state)[:5])
+        if any(key.startswith("clip.") for key in state):  # a method's weights, CLIP inside
+            raise CheckpointError(
+                f"{path} holds the weights of a vocaseg model (keys clip.*, e.g. {sample}), not "
+                "a CLIP; pass its model folder (e.g. runs/NAME/final) with --model, and CLIP "
+                "weights (e.g. ViT-B/16 or a CLIP file) with --weights"
+            ) from None
         raise CheckpointError(
             f"{path} is not a CLIP checkpoint: it has no {err.args[0]!r} (its keys start: "
             f"{sample}); pass an OpenAI, open_clip or Hugging Face CLIP checkpoint"

@@ -355,5 +355,7 @@ def load_dataset(
         "class_list_sha256": list_sha,
         "ignore_index": ignore_value(len(classes)),
     }
+    if unknown_as_ignore:  # it moves the numbers: on record only when used
+        record["unknown_as_ignore"] = True
     video = name in SPECS and SPECS[name].video
     return SegmentationDataset(name, samples, classes, decode, record, video)

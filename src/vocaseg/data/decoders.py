@@ -103,7 +103,8 @@ def apply_lut(
             values = np.unique(raw[unknown])[:10].tolist()
             raise DatasetError(
                 f"label {path} holds value(s) {values} with no class in this dataset; check the "
-                "dataset id and layout, or pass unknown_as_ignore=True to ignore them"
+                "dataset id and layout, or read them as ignore with --unknown-as-ignore ('vocaseg eval', "
+                "'vocaseg datasets check') or unknown_as_ignore=True (load_dataset)"
             )
         label[unknown] = ignore_index
     return label
