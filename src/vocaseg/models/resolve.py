@@ -25,7 +25,7 @@ from vocaseg.models.base import SegmentationModel
 from vocaseg.models.folder import load_model
 from vocaseg.models.registry import create_model, get_entry
 from vocaseg.models.towers import RANDOM
-from vocaseg.models.weights import MODEL_JSON
+from vocaseg.models.weights import MODEL_JSON, read_model_record
 
 
 def is_model_folder(path: str | os.PathLike) -> bool:
@@ -58,13 +58,13 @@ def resolve_model(
                 f"--weights {weights} is a folder without {MODEL_JSON}; pass a model folder "
                 "written by 'vocaseg train' or 'vocaseg convert', or CLIP weights (a file)"
             )
-        loaded = load_model(weights, device, **overrides)
-        if loaded.name != name:
+        method = read_model_record(weights)["method"]  # before the settings are checked
+        if method != name:
             raise UserError(
-                f"--weights {weights} holds a {loaded.name!r} model, not {name!r}; pass "
-                f"--model {loaded.name} or --model {weights}"
+                f"--weights {weights} holds a {method!r} model, not {name!r}; pass "
+                f"--model {method} or --model {weights}"
             )
-        return loaded
+        return load_model(weights, device, **overrides)
     if entry.trained and str(weights) != RANDOM:
         raise UserError(
             f"{name} must be trained before it can segment: pass its model folder (--model "
