@@ -15,12 +15,13 @@ The background class is ``vocabulary.background`` (a class named "background" is
 default). A protocol that needs one, given a vocabulary without it, appends a class "background"
 (:meth:`BackgroundProtocol.prepare`). Scores are probabilities or calibrated scores as each method's
 ``finalize`` produces them, ``[B, K, H, W]``; the argmax of :meth:`BackgroundProtocol.apply` is
-the label map over the original vocabulary.
+the label map over the original vocabulary. :meth:`BackgroundProtocol.labels` gives that argmax
+from class scores that arrive a chunk of classes at a time (many classes), without holding them all.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -28,10 +29,13 @@ import torch
 from torch import Tensor
 
 from vocaseg.errors import ConfigError
-from vocaseg.scoring import drop_small_classes, set_background_where
+from vocaseg.scoring import RunningArgmax, drop_small_classes, set_background_where, small_classes
 from vocaseg.text.vocab import Vocabulary
 
 BACKGROUND_NAME = "background"
+
+#: Class scores over the scored vocabulary, a chunk at a time: (first class, scores [B, k, H, W]).
+ScoreChunks = Callable[[], Iterable[tuple[int, Tensor]]]
 
 
 @dataclass(frozen=True)
@@ -54,10 +58,27 @@ class BackgroundProtocol:
         """The vocabulary the model encodes and scores for ``vocabulary``."""
         return vocabulary
 
-    def apply(self, scores: Tensor, vocabulary: Vocabulary) -> Tensor:
+    def apply(
+        self, scores: Tensor, vocabulary: Vocabulary, channel: Tensor | None = None
+    ) -> Tensor:
         """Class scores over :meth:`scored_vocabulary` [B, K', H, W] -> [B, K, H, W] over
-        ``vocabulary`` (argmax = label)."""
+        ``vocabulary`` (argmax = label). ``channel`` [B, 1, H, W]: background scores a method
+        computed itself (``SegmentationModel.background_scores``); only bg:groupvit takes them."""
+        self._no_channel(channel)
         return scores
+
+    def labels(
+        self, chunks: ScoreChunks, vocabulary: Vocabulary, channel: Tensor | None = None
+    ) -> Tensor:
+        """``apply(scores, vocabulary, channel).argmax(1)`` [B, H, W] from the scores over
+        :meth:`scored_vocabulary` given a chunk of classes at a time by ``chunks()`` (called
+        again when the rule needs a second look, e.g. ``area_thd``)."""
+        self._no_channel(channel)
+        return _argmax(chunks, torch.arange(len(vocabulary))).index
+
+    def _no_channel(self, channel: Tensor | None) -> None:
+        if channel is not None:
+            raise ValueError(f"{self.id} has its own background rule; only bg:groupvit takes one")
 
     def record(self) -> dict[str, Any]:
         """What to write next to results."""
@@ -100,7 +121,10 @@ class ThresholdBackground(PromptBackground):
             return vocabulary.without(vocabulary.background)
         return super().scored_vocabulary(vocabulary)
 
-    def apply(self, scores: Tensor, vocabulary: Vocabulary) -> Tensor:
+    def apply(
+        self, scores: Tensor, vocabulary: Vocabulary, channel: Tensor | None = None
+    ) -> Tensor:
+        self._no_channel(channel)
         background = self._background(vocabulary)
         if not vocabulary.background_scored:
             scores = _insert_channel(scores, background)
@@ -110,11 +134,56 @@ class ThresholdBackground(PromptBackground):
             scores = set_background_where(scores, background, scores.amax(1) < self.prob_thd)
         return scores
 
+    def labels(
+        self, chunks: ScoreChunks, vocabulary: Vocabulary, channel: Tensor | None = None
+    ) -> Tensor:
+        self._no_channel(channel)
+        background = self._background(vocabulary)
+        classes = torch.arange(len(vocabulary))
+        zero = None  # the unscored background's channel of zeros
+        if not vocabulary.background_scored:
+            classes, zero = _skip(classes, background), background
+        best = _argmax(chunks, classes, zero=zero)
+        if self.area_thd > 0:
+            small = small_classes(best.index, len(vocabulary), self.area_thd, background)
+            best = _argmax(chunks, classes, zero=zero, dropped=small)
+        if self.prob_thd > 0:
+            return torch.where(best.value < self.prob_thd, background, best.index)
+        return best.index
 
-def _insert_channel(scores: Tensor, index: int) -> Tensor:
-    """[B, K-1, H, W] -> [B, K, H, W] with a zero channel at ``index``."""
-    zeros = scores.new_zeros(scores.shape[0], 1, *scores.shape[2:])
-    return torch.cat([scores[:, :index], zeros, scores[:, index:]], dim=1)
+
+def _insert_channel(scores: Tensor, index: int, channel: Tensor | None = None) -> Tensor:
+    """[B, K-1, H, W] -> [B, K, H, W] with ``channel`` (default zeros) at ``index``."""
+    if channel is None:
+        channel = scores.new_zeros(scores.shape[0], 1, *scores.shape[2:])
+    return torch.cat([scores[:, :index], channel, scores[:, index:]], dim=1)
+
+
+def _skip(classes: Tensor, index: int) -> Tensor:
+    """Class indices of the scored classes when class ``index`` is not scored: [K] -> [K - 1]."""
+    return torch.cat([classes[:index], classes[index + 1 :]])
+
+
+def _argmax(
+    chunks: ScoreChunks,
+    classes: Tensor,
+    zero: int | None = None,
+    dropped: Tensor | None = None,
+) -> RunningArgmax:
+    """Best score and class per pixel over every chunk; scored class i is class ``classes[i]``.
+    ``zero``: a class whose scores are all zero (an unscored background); ``dropped`` [B, K] bool:
+    classes whose scores count as zero (``area_thd``)."""
+    best = RunningArgmax()
+    for start, scores in chunks():
+        index = classes[start : start + scores.shape[1]].to(scores.device)
+        if dropped is not None:
+            scores = scores.masked_fill(dropped.to(scores.device)[:, index, None, None], 0.0)
+        best.update(scores, index)
+    if zero is not None:
+        assert best.value is not None
+        zeros = best.value.new_zeros(best.value.shape[0], 1, *best.value.shape[1:])
+        best.update(zeros, torch.tensor([zero], device=zeros.device))
+    return best
 
 
 class GroupViTBackground(BackgroundProtocol):
@@ -126,10 +195,29 @@ class GroupViTBackground(BackgroundProtocol):
     def scored_vocabulary(self, vocabulary: Vocabulary) -> Vocabulary:
         return vocabulary.without(self._background(vocabulary))
 
-    def apply(self, scores: Tensor, vocabulary: Vocabulary) -> Tensor:
+    def apply(
+        self, scores: Tensor, vocabulary: Vocabulary, channel: Tensor | None = None
+    ) -> Tensor:
+        """``channel``: the method's own background scores (ZeroSeg applies GroupViT's rule per
+        window) take the background's place, and the rule is not applied again."""
         background = self._background(vocabulary)
-        full = _insert_channel(scores, background)
+        full = _insert_channel(scores, background, channel)
+        if channel is not None:
+            return full
         return set_background_where(full, background, scores.amax(1) < self.prob_thd)
+
+    def labels(
+        self, chunks: ScoreChunks, vocabulary: Vocabulary, channel: Tensor | None = None
+    ) -> Tensor:
+        background = self._background(vocabulary)
+        best = _argmax(chunks, _skip(torch.arange(len(vocabulary)), background))
+        assert best.value is not None
+        below = best.value < self.prob_thd  # the best scored class is below the threshold
+        if channel is not None:
+            best.update(channel, torch.tensor([background], device=channel.device))
+            return best.index
+        best.update(torch.zeros_like(best.value)[:, None], torch.tensor([background]))
+        return torch.where(below, background, best.index)
 
 
 class CatSegBackground(BackgroundProtocol):
@@ -147,12 +235,24 @@ class CatSegBackground(BackgroundProtocol):
         kept = vocabulary.without(self._background(vocabulary))
         return Vocabulary(kept.classes + tuple((name,) for name in self.names))
 
-    def apply(self, scores: Tensor, vocabulary: Vocabulary) -> Tensor:
+    def apply(
+        self, scores: Tensor, vocabulary: Vocabulary, channel: Tensor | None = None
+    ) -> Tensor:
+        self._no_channel(channel)
         background = self._background(vocabulary)
         foreground = len(vocabulary) - 1
         distractor = scores[:, foreground:].amax(dim=1, keepdim=True)  # [B, 1, H, W]
         kept = scores[:, :foreground]
         return torch.cat([kept[:, :background], distractor, kept[:, background:]], dim=1)
+
+    def labels(
+        self, chunks: ScoreChunks, vocabulary: Vocabulary, channel: Tensor | None = None
+    ) -> Tensor:
+        self._no_channel(channel)
+        background = self._background(vocabulary)
+        kept = _skip(torch.arange(len(vocabulary)), background)  # foreground classes
+        classes = torch.cat([kept, torch.full((len(self.names),), background)])
+        return _argmax(chunks, classes).index
 
 
 PROTOCOLS: dict[str, type[BackgroundProtocol]] = {

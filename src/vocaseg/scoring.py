@@ -24,22 +24,55 @@ def max_over_queries(
     return out.scatter_reduce(1, index.expand_as(probs), probs, reduce="amax")
 
 
-def drop_small_classes(probs: Tensor, area_thd: float, background: int | None = None) -> Tensor:
-    """Zero the scores [B, K, H, W] of every class whose predicted area is at most ``area_thd`` ×
-    the image's predicted non-background area (SCLIP's VOC-21 rule, Wang et al. ECCV 2024).
+def small_classes(
+    labels: Tensor, num_classes: int, area_thd: float, background: int | None = None
+) -> Tensor:
+    """[B, K] bool: the classes whose area in ``labels`` [B, H, W] is non-zero and at most
+    ``area_thd`` × the image's non-background area (SCLIP's VOC-21 rule, Wang et al. ECCV 2024).
 
-    ``background`` (a class index) is never dropped and its area does not count.
+    ``background`` (a class index) is never small and its area does not count.
     """
-    labels = probs.argmax(1)
-    classes = torch.arange(probs.shape[1], device=probs.device).view(1, -1, 1, 1)
-    area = (labels[:, None] == classes).flatten(2).sum(-1)  # [B, K]
+    offsets = torch.arange(labels.shape[0], device=labels.device).view(-1, 1, 1) * num_classes
+    area = torch.bincount((labels + offsets).flatten(), minlength=labels.shape[0] * num_classes)
+    area = area.view(labels.shape[0], num_classes)  # [B, K] pixels per class
     foreground = area.sum(1, keepdim=True)
     if background is not None:
         foreground = foreground - area[:, background : background + 1]
     small = (area <= area_thd * foreground) & (area > 0)
     if background is not None:
         small[:, background] = False
+    return small
+
+
+def drop_small_classes(probs: Tensor, area_thd: float, background: int | None = None) -> Tensor:
+    """Zero the scores [B, K, H, W] of every class :func:`small_classes` finds in their argmax."""
+    small = small_classes(probs.argmax(1), probs.shape[1], area_thd, background)
     return probs.masked_fill(small[..., None, None], 0.0)
+
+
+class RunningArgmax:
+    """Per-pixel best score and its class over class scores seen a chunk at a time, equal to
+    ``max`` and ``argmax`` over all of them at once: a tie goes to the lowest class index."""
+
+    def __init__(self) -> None:
+        self.value: Tensor | None = None  # [B, H, W]
+        self.index: Tensor | None = None  # [B, H, W] int64
+
+    def update(self, scores: Tensor, classes: Tensor) -> None:
+        """Fold in ``scores`` [B, k, H, W] of the classes ``classes`` [k] (int64, any order)."""
+        value, arg = scores.max(dim=1)
+        if bool((classes[1:] >= classes[:-1]).all()):  # first maximum = lowest class index
+            index = classes[arg]
+        else:
+            ties = scores == value[:, None]
+            missing = torch.iinfo(classes.dtype).max
+            index = torch.where(ties, classes.view(1, -1, 1, 1), missing).amin(dim=1)
+        if self.value is None or self.index is None:
+            self.value, self.index = value, index
+            return
+        better = (value > self.value) | ((value == self.value) & (index < self.index))
+        self.value = torch.where(better, value, self.value)
+        self.index = torch.where(better, index, self.index)
 
 
 def set_background_where(scores: Tensor, background: int, where: Tensor) -> Tensor:

@@ -1,13 +1,15 @@
 """The user-facing predictor: ``Segmenter.from_pretrained(...)``, ``set_vocabulary(...)``, ``seg(image)``.
 
 Wraps any registered method behind the contract of ``vocaseg.models.base`` and runs it through
-``vocaseg.inference.predict.predict_scores``, the same path the evaluator uses, so the two agree.
+``vocaseg.inference.predict``, the same path the evaluator uses, so the two agree; many classes are
+scored a chunk at a time, and their scores are kept only when asked for (``keep_scores``).
 The vocabulary is encoded once per ``set_vocabulary`` (and cached per vocabulary); images of any
 size and format go in, :class:`SegmentationResult` s come out.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import warnings
 from collections.abc import Sequence
@@ -22,7 +24,7 @@ from torch import Tensor
 from vocaseg.device import autocast, resolve_device, resolve_dtype
 from vocaseg.errors import UserError, VocabularyError, VocasegWarning
 from vocaseg.inference.images import ImageInput, as_rgb_array
-from vocaseg.inference.predict import predict_scores
+from vocaseg.inference.predict import predict_labels
 from vocaseg.models.base import SegmentationModel
 from vocaseg.text.vocab import Vocabulary
 
@@ -30,6 +32,10 @@ if TYPE_CHECKING:
     from vocaseg.inference.video import VideoSegmentation
     from vocaseg.inference.video_io import VideoInput
 
+
+#: ``keep_scores=None`` keeps class scores when classes × pixels of an image is at most this
+#: (512 MiB of float32 scores; 10,000 classes on a 512² image would take 10 GiB).
+KEEP_SCORES_ELEMENTS = 2**27
 
 #: Settings that change only how images are cut and resized, never the text embeddings.
 GEOMETRY_KEYS = frozenset(
@@ -41,12 +47,15 @@ GEOMETRY_KEYS = frozenset(
 class SegmentationResult:
     """One image's segmentation.
 
-    ``label`` [H, W] int64 class indices; ``scores`` [K, H, W] float32 per-class scores (argmax =
-    label); ``class_names`` K display names; ``areas`` [K] pixel fractions per class (sum 1).
+    ``label`` [H, W] int64 class indices; ``scores`` [K, H, W] float32 per-class scores at the
+    image's size (argmax = label), or None when the segmenter does not keep them (``keep_scores``;
+    by default, when they would take more than 512 MiB); ``class_names`` K display names;
+    ``areas`` [K] pixel fractions per class (sum 1). Labels and areas never depend on
+    ``keep_scores``.
     """
 
     label: np.ndarray
-    scores: Tensor
+    scores: Tensor | None
     class_names: list[str]
     areas: np.ndarray
 
@@ -85,9 +94,19 @@ class Segmenter:
         model: SegmentationModel,
         device: str | torch.device = "cpu",
         dtype: str | torch.dtype | None = None,
+        keep_scores: bool | None = None,
+        chunk_size: int | None = None,
     ) -> None:
+        """``keep_scores``: put the class scores in every result (True), never (False), or when
+        classes × pixels of an image stays at most :data:`KEEP_SCORES_ELEMENTS` (None).
+        ``chunk_size``: most queries scored at once at full resolution (None: by a memory budget,
+        see :func:`vocaseg.inference.predict.predict_labels`); the results do not depend on it."""
+        if chunk_size is not None and chunk_size < 1:
+            raise UserError(f"chunk_size must be at least 1 query, got {chunk_size}")
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype)
+        self.keep_scores = keep_scores
+        self.chunk_size = chunk_size
         self.model = model.to(self.device).eval()
         self.vocabulary: Vocabulary | None = None  # as segmented (background class added if needed)
         self.requested: Vocabulary | None = None  # as the user gave it
@@ -102,6 +121,8 @@ class Segmenter:
         device: str | torch.device = "cpu",
         dtype: str | torch.dtype | None = None,
         background: str | None = None,
+        keep_scores: bool | None = None,
+        chunk_size: int | None = None,
         **overrides: Any,
     ) -> Segmenter:
         """A model folder (from ``vocaseg train`` / ``convert``) or a registered method name, as
@@ -109,15 +130,16 @@ class Segmenter:
 
         ``weights``: CLIP weights (a known name or a file; default: the method's own, downloaded
         on first use), a model folder, or ``"random"`` (tests). ``background``: a protocol in the
-        command-line form, e.g. ``"bg:threshold,prob_thd=0.3"``; ``overrides`` set config values
-        (``short_side=448``, ``window=0``, ``prob_thd=0.3``, ...).
+        command-line form, e.g. ``"bg:threshold,prob_thd=0.3"``; ``keep_scores`` and
+        ``chunk_size`` as in the constructor; ``overrides`` set config values (``short_side=448``,
+        ``window=0``, ``prob_thd=0.3``, ...).
         """
         from vocaseg.background import parse_background
         from vocaseg.models.resolve import resolve_model
 
         settings = {**overrides, **(parse_background(background) if background else {})}
         model = resolve_model(model_name_or_path, weights, settings)
-        return cls(model, device=device, dtype=dtype)
+        return cls(model, device, dtype, keep_scores=keep_scores, chunk_size=chunk_size)
 
     def update_settings(self, **settings: Any) -> None:
         """Change inference settings (window, short side, background, ...) without reloading."""
@@ -172,13 +194,25 @@ class Segmenter:
             raise UserError("no vocabulary set; call set_vocabulary([...]) first")
         batch = torch.from_numpy(np.stack(arrays)).to(self.device)
         batch = batch.permute(0, 3, 1, 2).float()  # [B, H, W, 3] -> [B, 3, H, W], 0-255
-        with torch.inference_mode(), self._autocast():
-            scores = predict_scores(self.model, batch, self._text, self.vocabulary).float()
-        labels = scores.argmax(dim=1).cpu().numpy()  # [B, H, W]
         num_classes = len(self.vocabulary)
+        keep = self.keep_scores
+        if keep is None:
+            keep = num_classes * batch.shape[-2] * batch.shape[-1] <= KEEP_SCORES_ELEMENTS
+        with torch.inference_mode(), self._autocast():
+            prediction = predict_labels(
+                self.model,
+                batch,
+                self._text,
+                self.vocabulary,
+                keep_scores=keep,
+                chunk_size=self.chunk_size,
+            )
+        labels = prediction.label.cpu().numpy()  # [B, H, W]
+        scores = [None] * len(labels) if prediction.scores is None else prediction.scores.float()
         results = []
-        for label, score in zip(labels, scores.cpu()):
+        for label, score in zip(labels, scores):
             counts = np.bincount(label.reshape(-1), minlength=num_classes)
+            score = None if score is None else score.cpu()
             results.append(
                 SegmentationResult(label, score, self.class_names, counts / counts.sum())
             )
@@ -202,13 +236,23 @@ class Segmenter:
         animated GIF, a folder of numbered frames, a [T, H, W, 3] array or an iterable of frames
         (``fps`` sets the rate of the last three, default 25). ``every=N`` segments every N-th frame
         and reuses its labels for the frames between; ``smoothing=N`` averages class scores over
-        the last N segmented frames (0: off); ``batch_size`` frames run as one batch.
+        the last N segmented frames (0: off; it needs the class scores, so they are kept);
+        ``batch_size`` frames run as one batch.
         See :class:`vocaseg.inference.video.VideoSegmentation`.
         """
         from vocaseg.inference.video import VideoSegmentation
 
+        segmenter = self
+        if smoothing > 1 and not self.keep_scores:
+            if self.keep_scores is False:
+                raise UserError(
+                    "temporal smoothing averages class scores, and this segmenter was made with "
+                    "keep_scores=False; use keep_scores=None or True, or smoothing=0"
+                )
+            segmenter = copy.copy(self)  # shares the model and the text cache
+            segmenter.keep_scores = True
         return VideoSegmentation(
-            self,
+            segmenter,
             video,
             every=every,
             start=start,

@@ -11,6 +11,9 @@ Inference path (``vocaseg.inference.predict``)::
     stitched = average of overlapping window outputs, resized to the original image
     scores = model.finalize(stitched, vocabulary, model.background)    # [B, K, H, W]; argmax = label
 
+Many classes (``chunkable`` methods): the same a run of classes at a time, from ``dense_chunks``
+rows through ``class_scores``, the labels reduced over the runs by ``BackgroundProtocol.labels``.
+
 Training path (``vocaseg.engine.trainer``; the data come from the pipeline the method's registry
 entry names, see ``vocaseg.data.pipelines``)::
 
@@ -50,7 +53,7 @@ from vocaseg.hashing import tensors_sha256
 from vocaseg.text.vocab import Vocabulary
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 
 @dataclass
@@ -144,6 +147,9 @@ class SegmentationModel(nn.Module):
     training_only_modules: ClassVar[tuple[str, ...]] = ()
     #: Config keys besides :class:`InferenceConfig`'s that ``update_settings`` may change.
     runtime_keys: ClassVar[tuple[str, ...]] = ()
+    #: Inference may score a run of classes at a time (many classes): ``dense_chunks``,
+    #: ``window_output`` and ``class_scores`` work on any run of whole scored classes.
+    chunkable: ClassVar[bool] = False
 
     config: Any
     preprocess: Preprocess = Preprocess()
@@ -220,15 +226,54 @@ class SegmentationModel(nn.Module):
         self, logits: Tensor, scored: Vocabulary, background: BackgroundProtocol
     ) -> Tensor:
         """Map one window's logits, upsampled to its size, to what overlapping windows average.
-        ``scored`` is the vocabulary the logits are over. Default: the logits themselves."""
+        ``scored`` is the vocabulary the logits are over (with ``chunkable``, possibly a run of
+        its classes, the logits being that run's ``dense_chunks`` rows). Default: the logits."""
         return logits
 
     def finalize(
         self, stitched: Tensor, vocabulary: Vocabulary, background: BackgroundProtocol
     ) -> Tensor:
         """Stitched window outputs [B, Q', H, W] -> class scores [B, K, H, W] over ``vocabulary``
-        (argmax = label). Default: the background protocol on the stitched class scores."""
-        return background.apply(stitched, vocabulary)
+        (argmax = label): :meth:`class_scores`, then the background protocol."""
+        scores = self.class_scores(stitched, background.scored_vocabulary(vocabulary), background)
+        return background.apply(scores, vocabulary, self.background_scores(stitched, background))
+
+    def class_scores(
+        self,
+        stitched: Tensor,
+        scored: Vocabulary,
+        background: BackgroundProtocol,
+        state: Tensor | None = None,
+    ) -> Tensor:
+        """Stitched outputs over ``scored`` (the scored vocabulary, or a run of its classes) ->
+        scores [B, K', H, W] of its classes before the background protocol. ``state``: the
+        :meth:`chunk_normaliser` fold over every chunk, None when ``stitched`` holds every class.
+        Default: the stitched outputs themselves."""
+        return stitched
+
+    def background_scores(self, stitched: Tensor, background: BackgroundProtocol) -> Tensor | None:
+        """The background class's scores [B, 1, H, W] when the method computes them itself from
+        the stitched outputs (of any chunk); None (default): the protocol's own rule."""
+        return None
+
+    # ----- many classes: scoring a chunk of classes at a time (docs/contract.md §3) -------------
+
+    def dense_chunks(
+        self, images: Tensor, text: Tensor, scored: Vocabulary
+    ) -> Callable[[range], Tensor]:
+        """``forward`` a run of classes at a time: the work every class shares is done once, then
+        ``rows(classes)`` gives [B, R, h, w]: the forward rows of the scored classes ``classes``,
+        then any row every class reads (e.g. TagCLIP's trusty map). Default: ``forward`` once, one
+        row per class."""
+        logits = self(images, text)
+        return lambda classes: logits[:, classes.start : classes.stop]
+
+    def chunk_normaliser(self, stitched: Tensor, state: Tensor | None) -> Tensor | None:
+        """Fold the stitched outputs of one chunk [B, Q', H, W] into a per-pixel state over all
+        chunks that :meth:`class_scores` needs (MaskCLIP: the softmax normaliser over every
+        query); ``state`` is None for the first chunk. Default None: a chunk's class scores
+        depend on its own rows only."""
+        return None
 
     # ----- training -----------------------------------------------------------------------------
 

@@ -47,6 +47,8 @@ from vocaseg.models.registry import register_model
 from vocaseg.text.vocab import Vocabulary
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from vocaseg.models.towers import Towers
 
 
@@ -206,6 +208,7 @@ class GKC(SegmentationModel):
     runtime_keys = (
         "templates", "synonym_mode", "coco_names", "upsample_logits", "two_stage_size",
     )  # fmt: skip
+    chunkable = True
 
     def __init__(self, cfg: GKCConfig, towers: Towers | None) -> None:
         super().__init__()
@@ -303,6 +306,26 @@ class GKC(SegmentationModel):
     def forward(self, images: Tensor, text: Tensor) -> Tensor:
         """Normalised ``images`` [B, 3, H, W] and class rows ``text`` [K, D] -> scores
         S_k = Σ_q p_qk·σ(mask_q): [B, K, H/4, W/4] (or [B, K, H, W] with ``upsample_logits``)."""
+        probs, masks = self._class_probs_and_masks(images, text)
+        with torch.autocast(images.device.type, enabled=False):
+            return torch.einsum("bqk,bqhw->bkhw", probs, masks)
+
+    def dense_chunks(
+        self, images: Tensor, text: Tensor, scored: Vocabulary
+    ) -> Callable[[range], Tensor]:
+        """p and σ(mask) once; S_k for a run of classes at a time."""
+        probs, masks = self._class_probs_and_masks(images, text)
+
+        def rows(classes: range) -> Tensor:
+            with torch.autocast(images.device.type, enabled=False):
+                part = probs[..., classes.start : classes.stop]  # [B, Q, k]
+                return torch.einsum("bqk,bqhw->bkhw", part, masks)
+
+        return rows
+
+    def _class_probs_and_masks(self, images: Tensor, text: Tensor) -> tuple[Tensor, Tensor]:
+        """Class probabilities p [B, Q, K] of the proposals (softmax over K + 1 with e_∅, or the
+        two-stage CLIP probabilities) and their masks σ(mask) [B, Q, h, w], in fp32."""
         final = self.predictions(images)[-1]
         mask_logits = final["mask_logits"]
         with torch.autocast(images.device.type, enabled=False):
@@ -316,7 +339,7 @@ class GKC(SegmentationModel):
                 masks = F.interpolate(
                     masks, size=images.shape[-2:], mode="bilinear", align_corners=False
                 )
-            return torch.einsum("bqk,bqhw->bkhw", probs, masks.sigmoid())
+            return probs, masks.sigmoid()
 
     def _two_stage_probs(
         self, images: Tensor, mask_logits: Tensor, text: Tensor, probs: Tensor

@@ -3,8 +3,8 @@
 Zhou, Loy, Dai, "Extract Free Dense Labels from CLIP", ECCV 2022; Wang et al., SCLIP, ECCV 2024;
 Lan et al., ClearCLIP, ECCV 2024; Hajimiri et al., NACLIP, WACV 2025 (docs/methods/maskclip.md).
 CLIP stays frozen; ``vocaseg.clip.dense`` changes only its last visual layer. ``forward`` scores
-patches against prompt-ensembled text embeddings by cosine; ``finalize`` applies softmax over the
-queries, the max over each class's synonyms and the background protocol.
+patches against prompt-ensembled text embeddings by cosine; ``class_scores`` applies softmax over
+the queries and the max over each class's synonyms, then the background protocol runs.
 
 Registered presets: ``maskclip`` (SCLIP's 8-benchmark protocol), ``maskclip-ref`` (the reference
 code's protocol), ``sclip``, ``clearclip``, ``naclip``.
@@ -26,6 +26,8 @@ from vocaseg.models.registry import register_model
 from vocaseg.scoring import max_over_queries
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from vocaseg.background import BackgroundProtocol
     from vocaseg.models.towers import Towers
     from vocaseg.text.vocab import Vocabulary
@@ -79,6 +81,7 @@ class MaskCLIP(SegmentationModel):
         "attn", "residual", "ffn", "gaussian_std", "rn_dense_attnpool", "templates",
         "pixel_norm", "logit_scale", "ks_thresh", "pd_thresh", "ks_key_norm",
     )  # fmt: skip
+    chunkable = True
 
     def __init__(self, config: MaskCLIPConfig, towers: Towers) -> None:
         super().__init__()
@@ -134,16 +137,48 @@ class MaskCLIP(SegmentationModel):
                 return probs / probs.sum(dim=1, keepdim=True).clamp_min(1e-12)
             return scores
 
-    def finalize(
-        self, stitched: Tensor, vocabulary: Vocabulary, background: BackgroundProtocol
+    def dense_chunks(
+        self, images: Tensor, text: Tensor, scored: Vocabulary
+    ) -> Callable[[range], Tensor]:
+        """Scores of every query at patch resolution, once; a run of classes reads its queries."""
+        logits = self(images, text)  # [B, Q, h, w]
+        first = [0]
+        for names in scored.classes:
+            first.append(first[-1] + len(names))  # first query of each class
+        return lambda classes: logits[:, first[classes.start] : first[classes.stop]]
+
+    def chunk_normaliser(self, stitched: Tensor, state: Tensor | None) -> Tensor | None:
+        """The softmax's per-pixel running maximum and sum of exponentials [B, 2, H, W] over the
+        queries seen so far (None with key smoothing: its scores are probabilities already)."""
+        if self.config.ks_thresh > 0:
+            return None
+        logits = self.config.logit_scale * stitched
+        peak = logits.amax(dim=1, keepdim=True)  # [B, 1, H, W]
+        if state is not None:
+            peak = torch.maximum(peak, state[:, :1])
+        total = torch.exp(logits - peak).sum(dim=1, keepdim=True)
+        if state is not None:
+            total = total + state[:, 1:] * torch.exp(state[:, :1] - peak)
+        return torch.cat([peak, total], dim=1)
+
+    def class_scores(
+        self,
+        stitched: Tensor,
+        scored: Vocabulary,
+        background: BackgroundProtocol,
+        state: Tensor | None = None,
     ) -> Tensor:
-        """Stitched scores [B, Q, H, W] -> class scores [B, K, H, W]: softmax over the queries,
-        the max over each class's synonyms, then the background protocol (MaskCLIP §3, SCLIP)."""
+        """Stitched scores [B, Q, H, W] -> class scores [B, K, H, W]: softmax over the queries
+        (over every chunk's, by ``state``), then the max over each class's synonyms (MaskCLIP §3,
+        SCLIP)."""
         cfg = self.config
-        probs = stitched if cfg.ks_thresh > 0 else torch.softmax(cfg.logit_scale * stitched, 1)
-        scored = background.scored_vocabulary(vocabulary)
-        probs = max_over_queries(probs, scored.query_to_class, len(scored))
-        return background.apply(probs, vocabulary)
+        if cfg.ks_thresh > 0:
+            probs = stitched
+        elif state is None:
+            probs = torch.softmax(cfg.logit_scale * stitched, 1)
+        else:
+            probs = torch.exp(cfg.logit_scale * stitched - state[:, :1]) / state[:, 1:]
+        return max_over_queries(probs, scored.query_to_class, len(scored))
 
     def loss(self, batch: dict[str, Any], outputs: Any) -> dict[str, Tensor]:
         raise UserError("maskclip is training-free (no loss); use 'vocaseg eval' or 'segment'")

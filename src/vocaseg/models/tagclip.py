@@ -31,8 +31,14 @@ from vocaseg.models.registry import register_model
 from vocaseg.text.vocab import Vocabulary
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from vocaseg.background import BackgroundProtocol
     from vocaseg.models.towers import Towers
+
+
+#: Queries the attention-to-mask blocks take at once when scoring many classes (memory bound).
+HEAD_QUERIES = 1024
 
 
 @dataclass
@@ -108,7 +114,16 @@ class TrustyLearner(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        out, _ = self.attn(x, x, x, need_weights=False)
+        # nn.MultiheadAttention's own math, through scaled_dot_product_attention even in
+        # inference: its fused inference path holds [B, heads, Q, Q] weights (3 GB at Q = 10,000).
+        attn = self.attn
+        batch, length, dim = x.shape
+        qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias)  # [B, Q, 3·D]
+        # [B, Q, 3·D] -> 3 × [B, heads, Q, D / heads]
+        q, k, v = qkv.view(batch, length, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4)
+        dropout = attn.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+        out = attn.out_proj(out.transpose(1, 2).reshape(batch, length, dim))  # [B, Q, D]
         return self.norm(x + self.drop(out))
 
 
@@ -149,10 +164,18 @@ class TagCLIPHead(ATMDecoder):
 
     def forward(self, g: Tensor, patches: Tensor, text: Tensor) -> Tensor:  # type: ignore[override]
         """g [B, D], patches [B, D, h, w], text [Q, D] -> mask logits [B, Q, h, w]."""
-        batch, _, h, w = patches.shape
+        return self.masks(self.queries(g, text), patches)
+
+    def queries(self, g: Tensor, text: Tensor) -> Tensor:
+        """g [B, D], text [Q, D] -> queries [B, Q, D] (the trusty learner couples them all)."""
         query = self.descriptor(g, text.to(g.dtype))  # [B, Q, D]
         if self.trusty_learner is not None:
             query = self.trusty_learner(query)
+        return query
+
+    def masks(self, query: Tensor, patches: Tensor) -> Tensor:
+        """queries [B, Q, D], patches [B, D, h, w] -> mask logits [B, Q, h, w] (each query alone)."""
+        batch, _, h, w = patches.shape
         memory = patches.flatten(2).transpose(1, 2)  # [B, h·w, D]
         masks = super().forward(query, memory)  # [B, Q, h·w]
         return masks.view(batch, -1, h, w)
@@ -163,6 +186,7 @@ class TagCLIP(SegmentationModel):
 
     frozen_modules = ("clip",)
     runtime_keys = ("templates", "trusty_weighting", "seen_calibration")
+    chunkable = True
 
     def __init__(self, cfg: TagCLIPConfig, towers: Towers) -> None:
         super().__init__()
@@ -218,6 +242,23 @@ class TagCLIP(SegmentationModel):
         """Normalised ``images`` [B, 3, H, W] and query rows ``text`` [Q, D] -> [B, Q, H/16, W/16]."""
         g, patches = self.vpt.encode(self.clip.visual, images)
         return self.head(g, patches, text)
+
+    def dense_chunks(
+        self, images: Tensor, text: Tensor, scored: Vocabulary
+    ) -> Callable[[range], Tensor]:
+        """Mask logits of every query at patch resolution, the ATM blocks run on
+        ``HEAD_QUERIES`` queries at a time; a run of classes reads its rows and τ's."""
+        g, patches = self.vpt.encode(self.clip.visual, images)
+        query = self.head.queries(g, text)  # [B, Q, D]
+        logits = torch.cat(
+            [
+                self.head.masks(query[:, start : start + HEAD_QUERIES], patches)
+                for start in range(0, query.shape[1], HEAD_QUERIES)
+            ],
+            dim=1,
+        )  # [B, Q, h, w]
+        trusty = logits[:, len(scored) :]  # τ's map when the text has it: [B, 0 or 1, h, w]
+        return lambda classes: torch.cat([logits[:, classes.start : classes.stop], trusty], 1)
 
     def window_output(
         self, logits: Tensor, vocabulary: Vocabulary, background: BackgroundProtocol

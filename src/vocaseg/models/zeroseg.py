@@ -45,6 +45,8 @@ from vocaseg.models.layers.mae import MaeDecoderMixin, MaeEncoderMixin, MaskedTo
 from vocaseg.models.registry import register_model
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from vocaseg.background import BackgroundProtocol
     from vocaseg.models.towers import Towers
     from vocaseg.text.vocab import Vocabulary
@@ -190,6 +192,7 @@ class ZeroSeg(MaeEncoderMixin, MaeDecoderMixin, SegmentationModel):
     frozen_modules = ("clip",)
     training_only_modules = ("teacher",)
     runtime_keys = ("templates", "template_agg", "logit_scale", "topk_filter", "pos_embed_resize")
+    chunkable = True
 
     def __init__(self, cfg: ZeroSegConfig, towers: Towers) -> None:
         super().__init__()
@@ -264,6 +267,30 @@ class ZeroSeg(MaeEncoderMixin, MaeDecoderMixin, SegmentationModel):
         """Class scores F [B, C, H, W] at the input size (each pixel holds its segment's class
         probabilities P), plus a last channel holding the image's largest P entry (for the
         background rule): [B, C + 1, H, W]."""
+        onehot, probs, best = self._segment_probs(images, text)
+        with torch.autocast(images.device.type, enabled=False):
+            return torch.cat([pixel_scores(onehot, probs), best], dim=1)
+
+    def dense_chunks(
+        self, images: Tensor, text: Tensor, scored: Vocabulary
+    ) -> Callable[[range], Tensor]:
+        """Segments and their class probabilities once; a run of classes gets its scores, the
+        image's largest P entry and each pixel's best class score over all classes (what the
+        background rule reads): [B, k + 2, H, W]."""
+        onehot, probs, best = self._segment_probs(images, text)
+        with torch.autocast(images.device.type, enabled=False):
+            top = pixel_scores(onehot, probs.amax(dim=-1, keepdim=True))  # [B, 1, H, W]
+
+        def rows(classes: range) -> Tensor:
+            with torch.autocast(images.device.type, enabled=False):
+                part = pixel_scores(onehot, probs[..., classes.start : classes.stop])
+                return torch.cat([part, best, top], dim=1)
+
+        return rows
+
+    def _segment_probs(self, images: Tensor, text: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Pixel-to-segment one-hot map [B, S, H, W], segment class probabilities P [B, S, C]
+        and the image's largest P entry [B, 1, H, W], in fp32."""
         head, encoded = self.segments(images)
         size = images.shape[-2:]
         cfg = self.config
@@ -272,36 +299,36 @@ class ZeroSeg(MaeEncoderMixin, MaeDecoderMixin, SegmentationModel):
             probs = classify_segments(
                 head.g.float(), head.z.float(), text.float(), cfg.logit_scale, cfg.topk_filter
             )  # [B, S, C]
-            scores = pixel_scores(onehot, probs)  # [B, C, H, W]
             best = probs.flatten(1).amax(dim=1).view(-1, 1, 1, 1).expand(-1, 1, *size)
-            return torch.cat([scores, best], dim=1)
+            return onehot, probs, best
 
     def window_output(
         self, logits: Tensor, scored: Vocabulary, background: BackgroundProtocol
     ) -> Tensor:
-        """One window's [B, C + 1, H, W] -> its class scores [B, C, H, W]; under ``bg:groupvit``
-        with GroupViT's background channel first: [B, 1 + C, H, W] (then windows are averaged)."""
-        scores, best = logits[:, :-1], logits[:, -1:]
+        """One window's [B, C + 1, H, W] (or a chunk's [B, k + 2, H, W]) -> its class scores
+        [B, C, H, W]; under ``bg:groupvit`` with GroupViT's background channel first:
+        [B, 1 + C, H, W] (then windows are averaged)."""
+        count = len(scored)
+        scores, best = logits[:, :count], logits[:, count : count + 1]
         if background.id != GroupViTBackground.id:
             return scores
-        return torch.cat([groupvit_background(scores, best, background.prob_thd), scores], dim=1)
+        top = logits[:, count + 1 :] if logits.shape[1] > count + 1 else scores
+        return torch.cat([groupvit_background(top, best, background.prob_thd), scores], dim=1)
 
-    def finalize(
-        self, stitched: Tensor, vocabulary: Vocabulary, background: BackgroundProtocol
+    def class_scores(
+        self,
+        stitched: Tensor,
+        scored: Vocabulary,
+        background: BackgroundProtocol,
+        state: Tensor | None = None,
     ) -> Tensor:
-        """Averaged window outputs -> class scores over ``vocabulary``: the background channel
-        moves to the vocabulary's background index under ``bg:groupvit``; any other protocol
-        applies its own rule."""
-        if background.id != GroupViTBackground.id:
-            return background.apply(stitched, vocabulary)
-        index = vocabulary.background
-        if index is None:  # prepare() always adds one; a hand-built vocabulary may lack it
-            raise ConfigError(
-                "bg:groupvit needs a background class in the vocabulary; add one named "
-                "'background' or use bg:none"
-            )
-        bg, scores = stitched[:, :1], stitched[:, 1:]
-        return torch.cat([scores[:, :index], bg, scores[:, index:]], dim=1)
+        """Averaged window outputs -> class scores (without the ``bg:groupvit`` channel)."""
+        return stitched[:, 1:] if background.id == GroupViTBackground.id else stitched
+
+    def background_scores(self, stitched: Tensor, background: BackgroundProtocol) -> Tensor | None:
+        """Under ``bg:groupvit``, the averaged per-window background channel takes the
+        vocabulary's background index; any other protocol applies its own rule."""
+        return stitched[:, :1] if background.id == GroupViTBackground.id else None
 
     # ----- teacher -----------------------------------------------------------------------------
 
