@@ -6,9 +6,9 @@ Each (classes, mode) runs in a fresh process. Reported per run:
 
 - ``text s`` / ``text MB``: ``set_vocabulary`` (prompt encoding, empty caches) and its peak resident
   memory beyond what the process held before;
-- ``segment s``: median of ``--repeats`` calls of ``predict_arrays`` on one ``--size``² image (after
-  one warm-up call); ``segment MB``: peak resident memory during those calls beyond what the process
-  held before them (model, text embeddings and imports excluded);
+- ``segment MB``: peak resident memory of the first ``predict_arrays`` call on one ``--size``²
+  image beyond what the process held before it (model, text embeddings and imports excluded);
+  ``segment s``: median of ``--repeats`` further calls;
 - ``labels``: the first 12 hex digits of the SHA-256 of the label map (equal digits: equal labels).
 
 Peak memory is the kernel's high-water mark (``VmHWM``), reset through ``/proc/self/clear_refs``
@@ -77,17 +77,16 @@ def child(args: argparse.Namespace) -> dict:
     text_s = time.perf_counter() - start
     text_mb = (memory_kib()["VmHWM"] - before) / 1024
 
-    result = segmenter.predict_arrays([image])[0]  # warm-up
+    before = reset_peak()  # the first call: nothing freed earlier can hide its peak
+    result = segmenter.predict_arrays([image])[0]
+    segment_mb = (memory_kib()["VmHWM"] - before) / 1024
+    labels = hashlib.sha256(result.label.astype(np.int64).tobytes()).hexdigest()[:12]
     del result
-    before = reset_peak()
     times = []
     for _ in range(args.repeats):
         start = time.perf_counter()
-        result = segmenter.predict_arrays([image])[0]
+        segmenter.predict_arrays([image])
         times.append(time.perf_counter() - start)
-        labels = hashlib.sha256(result.label.astype(np.int64).tobytes()).hexdigest()[:12]
-        del result
-    segment_mb = (memory_kib()["VmHWM"] - before) / 1024
     return {
         "text_s": text_s,
         "text_mb": text_mb,
@@ -112,7 +111,6 @@ def main() -> None:
     if args.mode is not None:
         print(json.dumps(child(args)))
         return
-    os.environ["VOCASEG_CACHE"] = tempfile.mkdtemp(prefix="vocaseg_bench_")
     print(
         f"{args.model}, CLIP {args.clip}, templates {args.templates}, one {args.size}² image, "
         f"{args.threads} threads"
@@ -124,9 +122,14 @@ def main() -> None:
             command = [sys.executable, __file__, "--mode", mode, "--classes", str(classes)]
             for key in ("model", "clip", "templates", "size", "repeats", "threads"):
                 command += [f"--{key}", str(getattr(args, key))]
-            done = subprocess.run(command, capture_output=True, text=True)
+            cache = tempfile.mkdtemp(prefix="vocaseg_bench_")  # every run encodes its text
+            env = {**os.environ, "VOCASEG_CACHE": cache}
+            done = subprocess.run(command, capture_output=True, text=True, env=env)
             if done.returncode != 0:
-                print(f"{classes:>8} {mode:>10} failed: {done.stderr.strip().splitlines()[-1]}")
+                lines = done.stderr.strip().splitlines() or [f"exit code {done.returncode}"]
+                if done.returncode == -9:
+                    lines = ["killed (SIGKILL: out of memory?)"]
+                print(f"{classes:>8} {mode:>10} failed: {lines[-1]}")
                 continue
             r = json.loads(done.stdout.strip().splitlines()[-1])
             print(

@@ -1,9 +1,9 @@
 """The evaluator: any method on any dataset through the shared inference path, scored with one
 int64 confusion matrix (docs/protocols.md).
 
-``evaluate`` encodes the vocabulary once, runs ``vocaseg.inference.predict.predict_scores`` on
-batches of equal-size images (the model's background protocol is part of it), takes the argmax
-and accumulates at the GT's resolution. Under torchrun every process takes every world_size-th sample
+``evaluate`` encodes the vocabulary once, runs ``vocaseg.inference.predict.predict_labels`` on
+batches of equal-size images (the model's background protocol is part of it; many classes are
+scored a chunk at a time, with the same labels) and accumulates at the GT's resolution. Under torchrun every process takes every world_size-th sample
 (no padding, so nothing is counted twice); matrices are summed and the evaluated count checked.
 A video dataset (one with ``.videos``) also gets VC8/VC16 (``video_eval.py``); its processes take
 whole videos and ``limit`` counts videos.
@@ -34,7 +34,7 @@ from vocaseg.dist import all_gather_objects, dist_info
 from vocaseg.engine.video_eval import VideoScorer, shard_videos
 from vocaseg.errors import DatasetError, UserError
 from vocaseg.hashing import tensors_sha256, text_sha256
-from vocaseg.inference.predict import predict_scores
+from vocaseg.inference.predict import predict_labels
 from vocaseg.io import atomic_open, atomic_path, write_json
 from vocaseg.metrics import SEMANTICS, ConfusionMatrix, per_class_rows, summarize
 from vocaseg.models.base import SegmentationModel
@@ -240,7 +240,7 @@ def _score(
         for batch in batches:
             images = torch.from_numpy(np.stack([s["image"] for s in batch]))  # [B, H, W, 3]
             images = images.permute(0, 3, 1, 2).float().to(device)  # [B, 3, H, W], 0-255
-            labels = predict_scores(model, images, text, vocabulary).argmax(1)  # [B, H, W]
+            labels = predict_labels(model, images, text, vocabulary, keep_scores=False).label
             for sample, pred in zip(batch, labels):
                 matrix.update(pred, torch.from_numpy(sample["label"]).to(pred.device))
                 if shard.scorer is not None:
