@@ -30,11 +30,6 @@ import sys
 import tempfile
 import time
 
-TINY_CLIP = {
-    "embed_dim": 32, "image_size": 32, "vision_layers": 2, "vision_width": 64,
-    "vision_patch_size": 16, "vision_heads": 4, "text_width": 32, "text_layers": 2,
-    "text_heads": 2,
-}  # fmt: skip
 MODES = {"chunked": {}, "unchunked": {"chunk_size": 10**9, "keep_scores": True}}
 
 
@@ -61,11 +56,11 @@ def child(args: argparse.Namespace) -> dict:
     import torch
 
     from vocaseg.inference.segmenter import Segmenter
-    from vocaseg.models.registry import create_model
+    from vocaseg.models.registry import create_model, get_entry
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    clip = TINY_CLIP if args.clip == "tiny" else args.clip
+    clip = get_entry(args.model).tiny["clip"] if args.clip == "tiny" else args.clip
     model = create_model(args.model, {"clip": clip, "templates": args.templates}, pretrained=False)
     segmenter = Segmenter(model, **MODES[args.mode])
     names = [f"thing {i}" for i in range(args.classes[0])]
@@ -99,7 +94,11 @@ def child(args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="maskclip")
-    parser.add_argument("--clip", default="tiny", help="tiny (a small random ViT) or ViT-B/16")
+    parser.add_argument(
+        "--clip",
+        default="tiny",
+        help="tiny (the random CLIP of the method's tests) or a CLIP name, e.g. ViT-B/16 (random weights)",
+    )
     parser.add_argument("--classes", type=int, nargs="+", default=[20, 1000, 10000])
     parser.add_argument("--modes", nargs="+", choices=sorted(MODES), default=["chunked"])
     parser.add_argument("--templates", default="single")

@@ -440,5 +440,6 @@ def format_summary(result: EvalResult) -> str:
         what = f"{result.evaluated} images"
     buffer.write(f"evaluated {what}, skipped {len(result.skipped)}\n")
     for entry in result.skipped:
-        buffer.write(f"  skipped {entry['file']}: {entry['reason']}\n")
+        named = str(entry["file"]) in entry["reason"]  # most reasons name their file already
+        buffer.write(f"  skipped {'' if named else str(entry['file']) + ': '}{entry['reason']}\n")
     return buffer.getvalue()
