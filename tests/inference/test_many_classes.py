@@ -21,7 +21,7 @@ from vocaseg.text.vocab import Vocabulary
 
 METHODS = builtin_models()
 #: 7 classes, 10 queries; "background" is class 6.
-NAMES = ["cat", "sofa; couch", "floor", "wall; partition; screen", "sky", "tree; bush", "background"]
+NAMES = ["cat", "sofa; couch", "floor", "wall; partition; screen", "sky", "tree; bush", "background"]  # fmt: skip
 PROTOCOLS = {
     "none": "bg:none",
     "threshold": "bg:threshold,prob_thd=0.3",
