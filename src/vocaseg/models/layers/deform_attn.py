@@ -43,11 +43,13 @@ def ms_deform_attn(
         # [B, H_l·W_l, heads, d] -> [B·heads, d, H_l, W_l]
         level_value = per_level[level].permute(0, 2, 3, 1)
         level_value = level_value.reshape(batch * heads, head_dim, height, width)
-        # [B, Q, heads, P, 2] -> [B·heads, Q, P, 2]
-        grid = grids[:, :, :, level].transpose(1, 2).reshape(batch * heads, queries, points, 2)
+        # [B, Q, heads, P, 2] -> [B·heads, 1, Q·P, 2]: one row of samples, because the CPU
+        # kernel vectorises along the output's last dimension (P = 4 alone wastes it: 1.4× slower)
+        grid = grids[:, :, :, level].transpose(1, 2).reshape(batch * heads, 1, queries * points, 2)
         samples = F.grid_sample(
             level_value, grid, mode="bilinear", padding_mode="zeros", align_corners=False
-        )  # [B·heads, d, Q, P]
+        )  # [B·heads, d, 1, Q·P]
+        samples = samples.view(batch * heads, head_dim, queries, points)
         out = out + (samples * weights[:, :, :, level]).sum(-1)  # [B·heads, d, Q]
     return out.view(batch, heads * head_dim, queries).transpose(1, 2)  # [B, Q, heads·d]
 
