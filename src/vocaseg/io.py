@@ -1,10 +1,12 @@
 """Atomic file writes: write to a temporary name in the same folder, then rename over the target.
 
 A crash or a full disk midway leaves the previous file (if any) intact and never a half-written one.
+:func:`check_writable_folder` finds an unusable output folder before any work is done.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -12,6 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+from vocaseg.errors import UserError
 
 
 @contextmanager
@@ -56,3 +60,21 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     with atomic_open(path, "w", encoding="utf-8") as handle:
         json.dump(obj, handle, indent=2, ensure_ascii=False, allow_nan=True)
         handle.write("\n")
+
+
+def check_writable_folder(
+    folder: Path, flag: str, what: str, fix: str, error: type[UserError] = UserError
+) -> None:
+    """Create ``folder`` (given by option ``flag``) and write a probe file there, or raise
+    ``error`` in one line: ``cannot write to <what> <folder> (<reason>); <fix>`` (a full disk
+    says "disk full"), or ``<flag> <folder> is a file, not a folder``. Fail early, before minutes
+    of work."""
+    if folder.exists() and not folder.is_dir():
+        raise error(f"{flag} {folder} is a file, not a folder; pick a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        reason = "disk full" if err.errno == errno.ENOSPC else err.strerror or type(err).__name__
+        raise error(f"cannot write to {what} {folder} ({reason}); {fix}") from None

@@ -26,13 +26,12 @@ import torch
 from PIL import Image
 
 import eval_stub  # noqa: F401  (registers the test-only "colour_stub" method)
+import vocaseg.io as vocaseg_io
 from cli_helpers import run_cli
 from data.layouts import label, png_header, save_label, write_voc_mmseg
 from test_convert_zegclip import TINY, write_checkpoint
-from vocaseg.cli import options as cli_options
 from vocaseg.clip.model import CLIP, CLIPConfig
 from vocaseg.data import imageio
-from vocaseg.data.prepare import common as prepare_common
 from vocaseg.engine import evaluator
 from vocaseg.models.folder import save_model
 from vocaseg.models.registry import create_model
@@ -185,8 +184,7 @@ def read_only(place: Place, monkeypatch) -> None:
     def refuse(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system")
 
-    monkeypatch.setattr(cli_options.tempfile, "TemporaryFile", refuse)
-    monkeypatch.setattr(prepare_common.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(vocaseg_io.tempfile, "TemporaryFile", refuse)
 
 
 def disk_full_on_write(place: Place, monkeypatch) -> None:

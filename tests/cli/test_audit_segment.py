@@ -25,8 +25,8 @@ import pytest
 import torch
 from PIL import Image
 
+import vocaseg.io as vocaseg_io
 from cli_helpers import run_cli
-from vocaseg.cli import options as cli_options
 from vocaseg.data import imageio
 from vocaseg.inference import image_outputs
 
@@ -453,7 +453,7 @@ def test_read_only_output_folder_is_one_line(scene, capsys, monkeypatch):
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system")
 
-    monkeypatch.setattr(cli_options.tempfile, "TemporaryFile", read_only)
+    monkeypatch.setattr(vocaseg_io.tempfile, "TemporaryFile", read_only)
     code, out, err = run_cli(capsys, "segment", *_good(scene), "--classes", "a, b", *scene.base())
     assert_clean(code, out, err, 2, ("cannot write to output folder", "Read-only file system"))
     assert_earlier_kept(scene.out)

@@ -24,7 +24,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
 import tiny_model
-from test_checkpoint import full_disk_open
+from test_checkpoint import disk_fills_at_step
 
 from cli_helpers import run_cli
 from vocaseg.data.synthetic import make_shapes_dataset
@@ -118,17 +118,7 @@ def bad_labels(place: Place, monkeypatch) -> None:
 
 
 def disk_fills_at_step_4(place: Place, monkeypatch) -> None:
-    original = ckpt.save_checkpoint
-
-    def save(path, state):
-        if state["step"] == 4:
-            monkeypatch.setattr(ckpt, "open", full_disk_open, raising=False)
-        try:
-            return original(path, state)
-        finally:
-            monkeypatch.delattr(ckpt, "open", raising=False)
-
-    monkeypatch.setattr(ckpt, "save_checkpoint", save)
+    disk_fills_at_step(monkeypatch, 4)
 
 
 def ctrl_c_at_step_3(place: Place, monkeypatch) -> None:

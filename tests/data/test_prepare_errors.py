@@ -14,6 +14,7 @@ from layouts import label, save_label
 
 import vocaseg.data.prepare.coco as coco_converter
 import vocaseg.data.prepare.common as common
+import vocaseg.io as vocaseg_io
 from cli_helpers import run_cli
 from vocaseg.data.prepare import prepare
 from vocaseg.errors import DatasetError
@@ -101,7 +102,7 @@ def test_unwritable_destination_fails_before_any_work(tmp_path, capsys, monkeypa
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system")
 
-    monkeypatch.setattr(common.tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(vocaseg_io.tempfile, "TemporaryFile", read_only)
     monkeypatch.setattr(common, "_unpack", pytest.fail)  # no work starts
     err = _one_line_error(capsys, "datasets", "prepare", "coco_stuff", "--src", path,
                           "--dst", tmp_path / "ro")  # fmt: skip

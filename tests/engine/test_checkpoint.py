@@ -63,6 +63,21 @@ def full_disk_open(path, mode="r", *args, **kwargs):
     return io.BufferedWriter(_DiskFull(path, mode.replace("b", "")))
 
 
+def disk_fills_at_step(monkeypatch, step: int) -> None:
+    """The disk is full while the checkpoint of ``step`` is saved, and only then."""
+    original = ckpt.save_checkpoint
+
+    def save(path, state):
+        if state["step"] == step:
+            monkeypatch.setattr(ckpt, "open", full_disk_open, raising=False)
+        try:
+            return original(path, state)
+        finally:
+            monkeypatch.delattr(ckpt, "open", raising=False)
+
+    monkeypatch.setattr(ckpt, "save_checkpoint", save)
+
+
 def test_full_disk_keeps_the_previous_checkpoint_and_says_so(tmp_path, monkeypatch):
     path = ckpt.checkpoint_path(tmp_path, 1)
     ckpt.save_checkpoint(path, {"step": 1, "model": {"w": torch.ones(3)}})

@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tiny_model
-from test_checkpoint import full_disk_open
+from test_checkpoint import disk_fills_at_step
 
 from vocaseg.data.synthetic import make_shapes_dataset
 from vocaseg.engine import checkpoint as ckpt
@@ -145,17 +145,7 @@ def test_nan_at_the_first_step_writes_nothing(tmp_path):
 
 def test_full_disk_keeps_the_previous_checkpoint_and_resumes(tmp_path, monkeypatch):
     reference = run(tmp_path / "a")
-    original = ckpt.save_checkpoint
-
-    def fill_at_step_6(path, state):
-        if state["step"] == 6:
-            monkeypatch.setattr(ckpt, "open", full_disk_open, raising=False)
-        try:
-            return original(path, state)
-        finally:
-            monkeypatch.delattr(ckpt, "open", raising=False)
-
-    monkeypatch.setattr(ckpt, "save_checkpoint", fill_at_step_6)
+    disk_fills_at_step(monkeypatch, 6)
     with pytest.raises(UserError, match=r"ckpt_00000006.pt: disk full .*ckpt_00000003.pt"):
         run(tmp_path / "b")
     monkeypatch.undo()

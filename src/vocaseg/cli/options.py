@@ -6,12 +6,12 @@ early check that an output location can be written."""
 from __future__ import annotations
 
 import argparse
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from vocaseg.config import parse_override
 from vocaseg.errors import UserError
+from vocaseg.io import check_writable_folder
 from vocaseg.text.vocab import Vocabulary
 
 WEIGHTS_HELP = (
@@ -127,17 +127,7 @@ def read_vocabulary(args: argparse.Namespace) -> Vocabulary:
 
 def check_writable(folder: Path, flag: str) -> None:
     """Fail early, before minutes of work, when files cannot be written into ``folder``."""
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"{flag} {folder} is a file, not a folder; pick a folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as err:
-        reason = err.strerror or type(err).__name__
-        raise UserError(
-            f"cannot write to output folder {folder} ({reason}); pick another with {flag}"
-        ) from None
+    check_writable_folder(folder, flag, "output folder", f"pick another with {flag}")
 
 
 def check_output_file(path: Path, flag: str) -> None:

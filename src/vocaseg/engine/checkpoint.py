@@ -23,7 +23,6 @@ import random
 import re
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ import numpy as np
 import torch
 
 from vocaseg.errors import UserError
-from vocaseg.io import atomic_path
+from vocaseg.io import atomic_path, check_writable_folder
 from vocaseg.models.weights import CHECKPOINT_FORMAT, read_training_checkpoint
 
 _NAME = re.compile(r"^ckpt_(\d{8,})\.pt$")
@@ -113,18 +112,9 @@ class _ErrorRecorder:
 
 def check_run_folder(folder: Path) -> None:
     """Fail before any work when files cannot be written into the run folder ``folder``."""
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"--output {folder} is a file, not a folder; pick a folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as err:
-        reason = "disk full" if err.errno == errno.ENOSPC else err.strerror or type(err).__name__
-        raise UserError(
-            f"cannot write to the run folder {folder} ({reason}); pick another with --output "
-            "(or run.output)"
-        ) from None
+    check_writable_folder(
+        folder, "--output", "the run folder", "pick another with --output (or run.output)"
+    )
 
 
 def prune_checkpoints(folder: str | Path, keep_last: int, keep: Iterable[int] = ()) -> None:

@@ -13,7 +13,6 @@ import contextlib
 import errno
 import gzip
 import lzma
-import os
 import shutil
 import tarfile
 import tempfile
@@ -23,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vocaseg.errors import DatasetError
-from vocaseg.io import atomic_open
+from vocaseg.io import atomic_open, check_writable_folder
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
 EXTRACTED = ".extracted"  # folder under DST holding archives unpacked during a run
@@ -86,17 +85,7 @@ def write_error(err: OSError, where: Path) -> DatasetError | None:
 
 def check_writable(dst: Path) -> None:
     """Create ``dst`` and write a probe file there, or say in one line why it cannot be used."""
-    if dst.exists() and not dst.is_dir():
-        raise DatasetError(f"--dst {dst} is a file; pass a folder to write the dataset into")
-    try:
-        dst.mkdir(parents=True, exist_ok=True)
-        handle, probe = tempfile.mkstemp(prefix=".vocaseg-write-test-", dir=dst)
-        os.close(handle)
-        os.unlink(probe)
-    except OSError as err:
-        raise DatasetError(
-            f"cannot write to --dst {dst} ({err.strerror or err}); pass a folder you can write to"
-        ) from None
+    check_writable_folder(dst, "--dst", "--dst", "pass a folder you can write to", DatasetError)
 
 
 def _unpack(src: Path, into: Path) -> None:
