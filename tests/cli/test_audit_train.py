@@ -315,6 +315,8 @@ CASES = {
             p.tmp / "new",
             "--set",
             "run.clip_weights=ViT-B/16",
+            "--set",
+            "data.pipeline=semantic",  # tagclip_tiny's own pipeline is registered by its tests
         ],
         fragments=("ViT-B/16", "run.clip_weights"),
         absent=("--weights",),

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from gkc_helpers import panoptic_root, tiny_gkc, train_config
-from vocaseg.data.gkc_pipeline import prepare_gkc_data
+from vocaseg.data.gkc_pipeline import generate_gkc_data
 from vocaseg.data.pipelines import PipelineContext, get_pipeline
 from vocaseg.data.synonyms import (
     coco133_class_names,
@@ -152,9 +152,9 @@ def test_bad_options_are_one_line_errors(root, tmp_path, sections, message):
 def test_the_synthetic_option_writes_the_data_once(tmp_path):
     root = tmp_path / "generated"
     cfg = train_config(root, tmp_path / "run", options={"synthetic": {"train": 3, "val": 2}})
-    prepare_gkc_data(cfg, tiny_gkc(), PipelineContext())
+    generate_gkc_data(cfg, PipelineContext())
     stamp = (root / "coco/annotations/panoptic_train2017.json").stat().st_mtime_ns
-    prepare_gkc_data(cfg, tiny_gkc(), PipelineContext())  # already there: untouched
+    generate_gkc_data(cfg, PipelineContext())  # already there: untouched
     assert (root / "coco/annotations/panoptic_train2017.json").stat().st_mtime_ns == stamp
     data = get_pipeline("gkc_panoptic").build(cfg, tiny_gkc(), PipelineContext())
     assert len(data.source) == 3

@@ -144,16 +144,9 @@ def _open_cache(
 def prepare_image_folder(
     cfg: TrainConfig, model: DistillationStudent, context: PipelineContext
 ) -> None:
-    """Before training: write the synthetic images if asked, then build the teacher cache (cache
-    mode) unless a finished one for this setup is there. Every process builds its shards."""
+    """Before training: build the teacher cache (cache mode) unless a finished one for this
+    setup is there. Every process builds its shards."""
     options = _options(cfg)
-    root = _root(cfg)
-    if options.synthetic_images > 0:
-        if context.dist.is_main and not list_images(root):
-            from vocaseg.data.synthetic import make_image_folder
-
-            make_image_folder(root, options.synthetic_images, seed=cfg.run.seed)
-        D.barrier()
     setup = model.teacher_setup()
     if setup.mode != "cache":
         return
@@ -178,6 +171,16 @@ def prepare_image_folder(
     )
     if context.dist.is_main:
         print(report.summary())
+
+
+def generate_image_folder(cfg: TrainConfig, context: PipelineContext) -> None:
+    """``data.options.synthetic_images``: the main process writes generated images once."""
+    options = _options(cfg)
+    root = _root(cfg)
+    if options.synthetic_images > 0 and context.dist.is_main and not list_images(root):
+        from vocaseg.data.synthetic import make_image_folder
+
+        make_image_folder(root, options.synthetic_images, seed=cfg.run.seed)
 
 
 def build_cache_on_all_processes(
@@ -230,7 +233,7 @@ class DistillationSource:
         return out
 
 
-@register_pipeline("image_folder", prepare=prepare_image_folder)
+@register_pipeline("image_folder", prepare=prepare_image_folder, generate=generate_image_folder)
 def image_folder_pipeline(
     cfg: TrainConfig, model: DistillationStudent, context: PipelineContext
 ) -> TrainData:

@@ -195,7 +195,7 @@ def write_synthetic(root: Path, spec: dict[str, int]) -> None:
             make_coco_panoptic_dataset(root, count, size, seed + offset, split, image_ext=".png")
 
 
-def prepare_gkc_data(cfg: TrainConfig, model: Any, context: PipelineContext) -> None:
+def generate_gkc_data(cfg: TrainConfig, context: PipelineContext) -> None:
     """``data.options.synthetic``: the main process writes the generated data once."""
     options = parse_options(cfg.data.options)
     if options.synthetic and context.dist.is_main:
@@ -204,7 +204,7 @@ def prepare_gkc_data(cfg: TrainConfig, model: Any, context: PipelineContext) -> 
         write_synthetic(Path(cfg.data.root), options.synthetic)
 
 
-@register_pipeline("gkc_panoptic", prepare=prepare_gkc_data)
+@register_pipeline("gkc_panoptic", generate=generate_gkc_data)
 def gkc_panoptic_pipeline(cfg: TrainConfig, model: Any, context: PipelineContext) -> TrainData:
     """COCO panoptic instances, teacher crops and text diversification for GKC."""
     data = cfg.data
@@ -248,8 +248,8 @@ def gkc_panoptic_pipeline(cfg: TrainConfig, model: Any, context: PipelineContext
 __all__ = [
     "GKCDataOptions",
     "GKCSource",
+    "generate_gkc_data",
     "gkc_panoptic_pipeline",
     "parse_options",
-    "prepare_gkc_data",
     "write_synthetic",
 ]

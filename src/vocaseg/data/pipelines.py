@@ -84,25 +84,34 @@ class TrainData:
 
 PipelineBuilder = Callable[["TrainConfig", Any, PipelineContext], TrainData]
 PipelinePrepare = Callable[["TrainConfig", Any, PipelineContext], None]
+PipelineGenerate = Callable[["TrainConfig", PipelineContext], None]
 
 
 @dataclass(frozen=True)
 class Pipeline:
+    """``generate(config, context)``: write generated data the config asks for (quickstarts,
+    tests), first of all, so the datasets can be checked before anything is built;
+    ``prepare(config, model, context)``: work once before training that needs the model (e.g. a
+    teacher cache); ``build(config, model, context)``: the training data."""
+
     build: PipelineBuilder
     prepare: PipelinePrepare | None = None
+    generate: PipelineGenerate | None = None
 
 
 _PIPELINES: dict[str, Pipeline] = {}
 
 
 def register_pipeline(
-    name: str, prepare: PipelinePrepare | None = None
+    name: str,
+    prepare: PipelinePrepare | None = None,
+    generate: PipelineGenerate | None = None,
 ) -> Callable[[PipelineBuilder], PipelineBuilder]:
     """Decorator registering ``builder(config, model, context) -> TrainData`` under ``name``,
-    with an optional ``prepare(config, model, context)`` stage run once before training."""
+    with optional ``generate`` and ``prepare`` stages (see :class:`Pipeline`)."""
 
     def decorate(builder: PipelineBuilder) -> PipelineBuilder:
-        _PIPELINES[name] = Pipeline(builder, prepare)
+        _PIPELINES[name] = Pipeline(builder, prepare, generate)
         return builder
 
     return decorate

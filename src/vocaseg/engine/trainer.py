@@ -205,6 +205,12 @@ class Trainer:
             )
         self.dist, self.device = init_distributed(cfg.run.device)
         self.precision = self._precision()
+        pipeline = get_pipeline(cfg.data.pipeline or get_entry(cfg.method).pipeline)
+        context = PipelineContext(self.dist, self.device)
+        if pipeline.generate is not None:  # generated data first: then every dataset is checked
+            with config_hints("data.root"):
+                pipeline.generate(cfg, context)
+            D.barrier()
         self.eval_dataset = self._eval_dataset() if cfg.eval.every else None
         torch.manual_seed(cfg.run.seed)  # identical initial weights on every process
         self.model = build_model(cfg).to(self.device)
@@ -213,8 +219,6 @@ class Trainer:
             report, init_record = load_initial_weights(self.model, cfg)
             if self.dist.is_main:
                 print(f"run.init {cfg.run.init}: {report.summary()}")
-        pipeline = get_pipeline(cfg.data.pipeline or get_entry(cfg.method).pipeline)
-        context = PipelineContext(self.dist, self.device)
         with config_hints("data.root"):
             if pipeline.prepare is not None:
                 pipeline.prepare(cfg, self.model, context)
