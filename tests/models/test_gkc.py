@@ -105,12 +105,12 @@ def test_coco_panoptic_names_are_encoded_as_trained():
     assert not torch.equal(raw, verbatim)
 
 
-def test_a_vit_clip_or_grounding_is_refused_in_one_line():
+def test_a_vit_clip_or_a_bad_setting_is_refused_in_one_line():
     vit = {**TINY["clip"], "vision_layers": 2, "vision_patch_size": 16, "vision_width": 64}
     with pytest.raises(ConfigError, match="needs a CLIP ResNet"):
         create_model("gkc", {**TINY, "clip": vit})
-    with pytest.raises(ConfigError, match="caption grounding is not implemented"):
-        create_model("gkc", TINY, grounding=True)
+    with pytest.raises(ConfigError, match="grounding"):
+        create_model("gkc", TINY, grounding="sometimes")
     with pytest.raises(ConfigError, match="region_dropout"):
         create_model("gkc", TINY, region_dropout=1.5)
 

@@ -3,11 +3,14 @@ of GKC (Han et al., ICCV 2023, "Text Diversification"; docs/methods/gkc.md).
 
     vocaseg gkc build-synonyms -o synonyms.json           # raw WordNet lists (needs nltk + wordnet)
     vocaseg gkc score-synonyms -o scores.json --data-root data/ --weights ViT-B/32
+    vocaseg gkc caption-nouns captions_train2017.json -o nouns.json  # needs nltk + tagger data
 
 ``build-synonyms`` writes the raw WordNet noun lemmas of each COCO panoptic class (curate them by
 hand: wrong senses stay in). ``score-synonyms`` scores, for every non-crowd training segment, each
 synonym of its class with CLIP on the segment's bounding-box crop and writes the released
 per-image format with the synonym list's SHA-256 (training checks it, ``data.options.scores``).
+``caption-nouns`` POS-tags every COCO caption once and writes each caption's nouns, the input of
+the optional caption grounding (``data.options.captions``).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import argparse
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "gkc",
-        help="GKC's synonym lists and per-instance synonym scores",
+        help="GKC's synonym lists, per-instance synonym scores and caption nouns",
         description="Build WordNet synonym lists for the COCO panoptic classes, or score each "
         "training segment's synonyms with CLIP (GKC text diversification).",
     )
@@ -53,6 +56,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     score.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     score.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     score.set_defaults(run=run_score)
+    nouns = commands.add_parser(
+        "caption-nouns",
+        help="the nouns of each COCO caption (NLTK POS tags), for caption grounding",
+    )
+    nouns.add_argument("captions", help="official COCO captions file (captions_train2017.json)")
+    nouns.add_argument("-o", "--output", required=True, help="nouns JSON to write")
+    nouns.set_defaults(run=run_caption_nouns)
     parser.set_defaults(run=lambda _: parser.print_help() or 0)
 
 
@@ -104,4 +114,14 @@ def run_score(args: argparse.Namespace) -> int:
     write_synonym_scores(args.output, records, synonyms_sha256(args.synonyms))
     segments = sum(len(r["segments_info"]) for r in records)
     print(f"wrote {args.output}: {len(records)} images, {segments} segments")
+    return 0
+
+
+def run_caption_nouns(args: argparse.Namespace) -> int:
+    from vocaseg.data.caption_nouns import extract_caption_nouns, nltk_tagger, write_caption_nouns
+
+    record = extract_caption_nouns(args.captions, nltk_tagger())
+    write_caption_nouns(args.output, record)
+    captions = sum(len(c) for c in record["images"].values())
+    print(f"wrote {args.output}: {len(record['images'])} images, {captions} captions")
     return 0

@@ -17,9 +17,11 @@ Options (``data.options``):
 | ``crop``, ``scale_range``, ``flip_prob`` | training crop size, scale jitter, flip probability | 512, [0.8, 1.2], 0.5 |
 | ``teacher_size`` | teacher crop size; ``null``: no crops (needs ``kd_weight: 0``) | 224 |
 | ``keep_empty_targets`` | keep segments the crop empties | false |
+| ``captions`` | caption nouns file of ``vocaseg gkc caption-nouns``: each sample carries ``caption_words``, the nouns of one caption drawn for caption grounding | none: no grounding |
 | ``synthetic`` | ``{train: N, val: N, size: S, seed: 0}``: write generated COCO-panoptic data under ``data.root`` first, when absent (quickstart, tests) | none |
 
-Images whose annotation lists no non-crowd segment are left out (one warning line).
+Images whose annotation lists no non-crowd segment are left out (one warning line); images the
+captions file does not caption train without grounding words (counted, one warning line).
 """
 
 from __future__ import annotations
@@ -34,12 +36,14 @@ import torch
 
 from vocaseg.config import from_dict
 from vocaseg.data.batch import TrainSpec
+from vocaseg.data.caption_nouns import CaptionNouns, read_caption_nouns, sample_caption_words
 from vocaseg.data.panoptic import PanopticDataset, load_panoptic, panoptic_training_sample
 from vocaseg.data.pipelines import PipelineContext, TrainData, register_pipeline
 from vocaseg.data.synonyms import (
     SynonymScores,
     coco133_class_names,
     load_synonyms,
+    normalize_class_name,
     read_synonym_scores,
     sample_vocabulary,
     synonyms_sha256,
@@ -50,7 +54,9 @@ from vocaseg.text.vocab import Vocabulary
 if TYPE_CHECKING:
     from vocaseg.engine.train_config import TrainConfig
 
-LIST_KEYS = ("masks", "labels", "syn_labels", "segment_ids", "teacher_crops", "vocabulary")
+LIST_KEYS = (
+    "masks", "labels", "syn_labels", "segment_ids", "teacher_crops", "vocabulary", "caption_words",
+)  # fmt: skip
 
 
 @dataclass
@@ -65,6 +71,7 @@ class GKCDataOptions:
     flip_prob: float = 0.5
     teacher_size: int | None = 224
     keep_empty_targets: bool = False
+    captions: str | None = None
     synthetic: dict[str, int] = field(default_factory=dict)
 
 
@@ -95,8 +102,10 @@ class GKCSource:
         synonyms: dict[str, list[str]] | None,
         scores: SynonymScores | None,
         threshold: float,
+        captions: CaptionNouns | None = None,
     ) -> None:
         self.dataset, self.options = dataset, options
+        self.captions = captions
         self.class_names, self.synonyms = class_names, synonyms
         self.scores, self.threshold = scores, threshold
 
@@ -106,7 +115,8 @@ class GKCSource:
     def sample(self, index: int, rng: np.random.Generator) -> dict[str, Any]:
         """One training example: ``image`` [3, crop, crop]; ``masks`` [N, crop, crop] bool,
         ``labels`` [N], ``syn_labels`` [N], ``segment_ids`` [N], ``teacher_crops``
-        [N, 3, S, S], ``vocabulary`` (the image's class names after renaming), ``valid_size``."""
+        [N, 3, S, S], ``vocabulary`` (the image's class names after renaming), ``valid_size``;
+        with captions, ``caption_words`` (the nouns drawn for grounding, normalised as class names)."""
         item = self.dataset[index]
         opts = self.options
         sample = panoptic_training_sample(
@@ -132,6 +142,9 @@ class GKCSource:
             )
         sample["syn_labels"] = torch.tensor(syn_labels, dtype=torch.long)
         sample["vocabulary"] = vocabulary
+        if self.captions is not None:
+            words = sample_caption_words(self.captions.captions(item["image_id"]), rng)
+            sample["caption_words"] = [normalize_class_name(w) for w in words]
         return sample
 
 
@@ -181,6 +194,44 @@ def _synonym_setup(
         "td_threshold": threshold if options.scores is not None else None,
     }
     return synonyms, scores, record
+
+
+def _caption_setup(
+    options: GKCDataOptions, dataset: PanopticDataset, grounding: str
+) -> tuple[CaptionNouns | None, dict[str, Any]]:
+    """The caption nouns named by the options (checked against the model's ``grounding``) and
+    what to record about them."""
+    if options.captions is None:
+        if grounding == "on":
+            raise ConfigError(
+                "model.grounding: on needs captions; set data.options.captions to the file of "
+                "'vocaseg gkc caption-nouns' or grounding: auto"
+            )
+        return None, {}
+    if grounding == "off":
+        raise ConfigError(
+            "data.options.captions is set but model.grounding is off; remove one of them"
+        )
+    captions = read_caption_nouns(options.captions)
+    missing = sum(
+        1
+        for sample in dataset.samples
+        if not any(captions.captions(dataset.annotations[sample.label.name]["image_id"]))
+    )
+    if missing:
+        warnings.warn(
+            f"coco_panoptic {dataset.record['split']}: {missing} of {len(dataset.samples)} "
+            f"image(s) have no caption nouns in {options.captions}; they train without grounding",
+            VocasegWarning,
+            stacklevel=2,
+        )
+    record = {
+        "captions": options.captions,
+        "captions_sha256": captions.sha256,
+        "captions_source_sha256": captions.captions_sha256,
+        "images_without_captions": missing,
+    }
+    return captions, record
 
 
 def write_synthetic(root: Path, spec: dict[str, int]) -> None:
@@ -235,9 +286,11 @@ def gkc_panoptic_pipeline(cfg: TrainConfig, model: Any, context: PipelineContext
     synonyms, scores, record = _synonym_setup(options, class_names, threshold)
     names = [synonyms[n] for n in class_names] if synonyms is not None else class_names
     vocabulary = Vocabulary.from_names(names)
-    names_record = {"class_names": class_names, **record}
+    grounding = str(getattr(model_cfg, "grounding", "off"))
+    captions, caption_record = _caption_setup(options, dataset, grounding)
+    names_record = {"class_names": class_names, **record, **caption_record}
     return TrainData(
-        source=GKCSource(dataset, options, class_names, synonyms, scores, threshold),
+        source=GKCSource(dataset, options, class_names, synonyms, scores, threshold, captions),
         spec=TrainSpec(vocabulary=vocabulary, ignore_index=255),
         list_keys=LIST_KEYS,
         split={"setting": "supervised", "seen": class_names, "unseen": []},

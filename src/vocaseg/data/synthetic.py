@@ -23,6 +23,7 @@ class folders or flat, for label-free training (ZeroSeg).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -275,6 +276,29 @@ def make_coco_panoptic_dataset(
             ],
         },
     )
+
+
+def make_coco_captions(root: str | Path, split: str = "train", per_image: int = 2) -> Path:
+    """Write ``coco/annotations/captions_{split}2017.json`` (the official COCO captions format) for
+    the generated panoptic data of ``split`` under ``root``: ``per_image`` captions per image, each
+    naming the image's classes ("a photo of sky, grass and dog"). Returns the file."""
+    root = Path(root)
+    panoptic = json.loads(
+        (root / "coco" / "annotations" / f"panoptic_{split}2017.json").read_text(encoding="utf-8")
+    )
+    names = {c["id"]: c["name"].replace("-merged", "").replace("-other", "").replace("-", " ")
+             for c in panoptic["categories"]}  # fmt: skip
+    annotations = []
+    for record in panoptic["annotations"]:
+        present = list(dict.fromkeys(names[s["category_id"]] for s in record["segments_info"]))
+        for k in range(per_image if present else 0):
+            order = present[k % len(present) :] + present[: k % len(present)]
+            text = ", ".join(order[:-1]) + (" and " if len(order) > 1 else "") + order[-1]
+            annotations.append({"image_id": record["image_id"], "id": len(annotations) + 1,
+                                "caption": f"a photo of {text}"})  # fmt: skip
+    path = root / "coco" / "annotations" / f"captions_{split}2017.json"
+    write_json(path, {"images": panoptic["images"], "annotations": annotations})
+    return path
 
 
 def make_image_sample(height: int, width: int, rng: np.random.Generator) -> np.ndarray:

@@ -132,7 +132,15 @@ class GKCConfig(InferenceConfig):
         "teacher region embedding: the attention pool's global token or its local tokens' mean",
     ] = "attn_g"
     kd_max_instances: Annotated[int, "distilled segments per forward pass at most (random)"] = 200
-    grounding: Annotated[bool, "caption grounding (not implemented in vocaseg)"] = False
+    grounding: Annotated[
+        Literal["auto", "on", "off"] | bool,
+        "caption grounding: auto (on when the data gives captions, data.options.captions), on "
+        "(captions required) or off; true/false read as on/off",
+    ] = "auto"
+    ground_weight: Annotated[float, "loss weight of the caption grounding, per point"] = 2.0
+    ground_max_regions: Annotated[
+        int, "matched queries per image that grounding aligns at most (random)"
+    ] = 25
     short_side: int | None = 800
     max_long_side: int | None = 1333
     window: int | None = None
@@ -145,13 +153,14 @@ class GKCConfig(InferenceConfig):
             from vocaseg.clip.model import CLIPConfig
 
             self.clip = CLIPConfig.from_dict(self.clip)
-        if self.grounding:
-            raise ConfigError(
-                "caption grounding is not implemented in vocaseg; set grounding: false"
-            )
+        if isinstance(self.grounding, bool):  # YAML reads on/off as booleans
+            self.grounding = "on" if self.grounding else "off"
         if self.kd_form not in KD_FORMS:
             raise ConfigError(f"kd_form must be one of {', '.join(KD_FORMS)}")
-        positive = ("hidden_dim", "num_queries", "dec_layers", "num_points", "two_stage_size")
+        positive = (
+            "hidden_dim", "num_queries", "dec_layers", "num_points", "two_stage_size",
+            "ground_max_regions",
+        )  # fmt: skip
         for key in positive:
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
@@ -254,6 +263,7 @@ class GKC(SegmentationModel):
             cfg.no_object_weight,
             cfg.region_dropout,
             cfg.kd_form,
+            cfg.ground_max_regions,
         )
         self._embedder: Any = None
         self._names: dict[str, str] = _coco_name_map() if cfg.coco_names == "processed" else {}
@@ -431,9 +441,29 @@ class GKC(SegmentationModel):
             padded[b, : len(rows)] = rows
         return padded, own
 
+    def _caption_words(self, batch: Batch) -> list[Tensor] | None:
+        """Text embeddings [W_b, D] of each image's caption nouns when grounding is active (the
+        batch has ``caption_words``, and grounding is not off), else None."""
+        words = batch.get("caption_words")
+        if self.config.grounding == "off" or self.config.ground_weight == 0:
+            return None
+        if words is None:
+            if self.config.grounding == "on":
+                raise ConfigError(
+                    "model.grounding: on needs captions; set data.options.captions (the file of "
+                    "'vocaseg gkc caption-nouns') or grounding: auto"
+                )
+            return None
+        names = sorted({w for image in words for w in image})
+        dim = self.non_object_embedding.shape[1]
+        table = self.embedder.embed_names(names).float() if names else torch.zeros(0, dim)
+        row = {name: i for i, name in enumerate(names)}
+        return [table[[row[w] for w in image]].to(self.device) for image in words]
+
     def loss(self, batch: Batch, outputs: dict[str, Any]) -> dict[str, Tensor]:
         """The weighted sum over prediction points of 5·BCE + 5·dice + 2·L_plain + 2·L_syn
-        + 2·L_kd (fp32); each term is also returned summed over the points."""
+        + 2·L_kd (+ 2·L_ground with captions) (fp32); each term is also returned summed over the
+        points."""
         cfg, device = self.config, self.device
         labels = [lab.to(device).long() for lab in batch["labels"]]
         syn_labels = [lab.to(device).long() for lab in batch.get("syn_labels", labels)]
@@ -441,6 +471,7 @@ class GKC(SegmentationModel):
         with torch.no_grad():
             class_text = self.embedder.embed_names(self._class_names).float()  # [K, D]
             syn_text, own_text = self._vocabulary_text(vocabularies)
+            words = self._caption_words(batch)
         kd_index = outputs.get("kd_index") or [torch.zeros(0, dtype=torch.long)] * len(labels)
         targets = Targets(
             labels=labels,
@@ -449,6 +480,7 @@ class GKC(SegmentationModel):
             kd_index=kd_index,
             teacher=outputs.get("teacher") or [None] * len(labels),
             kd_text=[t[s[i.to(device)]] for t, s, i in zip(own_text, syn_labels, kd_index)],
+            words=words,
         )
         num_masks = batch.get("num_targets")
         if num_masks is None:
@@ -460,10 +492,11 @@ class GKC(SegmentationModel):
             "plain": cfg.class_weight,
             "syn": cfg.syn_weight,
             "kd": cfg.kd_weight,
+            "ground": cfg.ground_weight if words is not None else 0.0,
         }
         sums = {term: torch.zeros((), device=device) for term in TERMS if weights[term] > 0}
         for j, point in enumerate(outputs["points"]):
-            projected = self._project(point, j, class_text, syn_text, own_text)
+            projected = self._project(point, j, class_text, syn_text, own_text, words is not None)
             terms = self.criterion(projected, targets, num_masks, self.text_kd_logit_scale)
             for term in sums:
                 sums[term] = sums[term] + terms[term]
@@ -477,11 +510,13 @@ class GKC(SegmentationModel):
         class_text: Tensor,
         syn_text: Tensor,
         own_text: list[Tensor],
+        ground: bool = False,
     ) -> PointOutput:
         """Point ``index``'s class features projected into CLIP space and scored (fp32)."""
         cfg = self.config
         feature = point["class_feature"].float()  # [B, Q, C]
-        embedding = F.normalize(self.embed_proj[index](feature), dim=-1)  # [B, Q, D]
+        projected = self.embed_proj[index](feature)  # [B, Q, D]
+        embedding = F.normalize(projected, dim=-1)
         scale = self.logit_scale.exp()
         no_object = self.non_object_embedding.float()  # [1, D]
         bank = F.normalize(torch.cat([class_text, no_object]), dim=-1)  # [K + 1, D]
@@ -496,7 +531,8 @@ class GKC(SegmentationModel):
                 padding = (column[None] >= width[:, None]) & (column[None] < syn.shape[-1] - 1)
                 syn = syn.masked_fill(padding[:, None, :], float("-inf"))
         student = self.kd_proj[index](feature) if cfg.kd_weight > 0 else None
-        return PointOutput(plain, syn, point["mask_logits"].float(), student)
+        regions = projected if ground else None
+        return PointOutput(plain, syn, point["mask_logits"].float(), student, regions, scale)
 
 
 TINY_CLIP = {
