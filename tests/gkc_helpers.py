@@ -8,8 +8,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from vocaseg.data.caption_nouns import extract_caption_nouns, write_caption_nouns
 from vocaseg.data.pipelines import PipelineContext, get_pipeline
-from vocaseg.data.synthetic import make_coco_panoptic_dataset
+from vocaseg.data.synonyms import coco133_class_names
+from vocaseg.data.synthetic import make_coco_captions, make_coco_panoptic_dataset
 from vocaseg.engine.train_config import TrainConfig, parse_train_config
 from vocaseg.models.registry import create_model, get_entry
 
@@ -25,6 +27,22 @@ def tiny_gkc(training: bool = False, seed: int = 0, **overrides: Any):
 def panoptic_root(root: Path, images: int = 4, seed: int = 0, split: str = "train") -> Path:
     make_coco_panoptic_dataset(root, images, size=64, seed=seed, split=split, image_ext=".png")
     return root
+
+
+def class_word_tagger(text: str) -> list[tuple[str, str]]:
+    """A stand-in POS tagger: words of the COCO class names are nouns (NN), the rest DT."""
+    nouns = {word for name in coco133_class_names() for word in name.split()}
+    words = text.replace(",", " , ").split()
+    return [(word, "NN" if word in nouns else "DT") for word in words]
+
+
+def caption_nouns_file(root: Path, split: str = "train") -> Path:
+    """Generated COCO captions of ``root``'s panoptic ``split`` and their nouns file (the output
+    of ``vocaseg gkc caption-nouns``) at ``root/caption_nouns_{split}.json``."""
+    captions = make_coco_captions(root, split)
+    path = root / f"caption_nouns_{split}.json"
+    write_caption_nouns(path, extract_caption_nouns(captions, class_word_tagger))
+    return path
 
 
 def train_config(root: Path, output: Path, **sections: dict) -> TrainConfig:

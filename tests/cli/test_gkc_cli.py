@@ -82,3 +82,26 @@ def test_score_synonyms_writes_the_released_format(tmp_path, capsys, tiny_clip_f
     scores = read_synonym_scores(out, expected_sha256=synonyms_sha256())
     assert len(scores.images) == 3
     assert "3 images" in stdout
+
+
+def test_caption_nouns_writes_the_nouns_of_each_caption(tmp_path, capsys, monkeypatch):
+    from vocaseg.data import caption_nouns as nouns_module
+    from vocaseg.data.synthetic import make_coco_captions
+
+    root = panoptic_root(tmp_path / "data", images=3)
+    captions = make_coco_captions(root, "train")
+    tagger = lambda text: [(w, "NN" if w in {"sky", "grass"} else "DT") for w in text.split()]
+    monkeypatch.setattr(nouns_module, "nltk_tagger", lambda: tagger)
+    out = tmp_path / "nouns.json"
+    code, stdout, err = run_cli(capsys, "gkc", "caption-nouns", captions, "-o", out)
+    assert code == 0, err
+    nouns = nouns_module.read_caption_nouns(out)
+    assert len(nouns.images) == 3 and "3 images, 6 captions" in stdout
+
+
+def test_caption_nouns_without_nltk_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "nltk", None)
+    captions = tmp_path / "captions.json"
+    captions.write_text(json.dumps({"images": [], "annotations": []}))
+    code, _, err = run_cli(capsys, "gkc", "caption-nouns", captions, "-o", tmp_path / "n.json")
+    assert code == 2 and err.count("\n") == 1 and "pip install nltk" in err

@@ -159,3 +159,71 @@ def test_the_synthetic_option_writes_the_data_once(tmp_path):
     data = get_pipeline("gkc_panoptic").build(cfg, tiny_gkc(), PipelineContext())
     assert len(data.source) == 3
     assert len(list((root / "coco/panoptic_val2017").glob("*.png"))) == 2
+
+
+# ----- caption grounding --------------------------------------------------------------------
+
+
+def test_captions_give_each_sample_drawn_nouns_and_are_recorded(root, tmp_path):
+    from gkc_helpers import caption_nouns_file
+
+    nouns = caption_nouns_file(root)
+    data = build(root, tmp_path, options={"captions": str(nouns)})
+    assert "caption_words" in data.list_keys
+    assert data.record["captions"] == str(nouns) and len(data.record["captions_sha256"]) == 64
+    first = [data.source.sample(i, np.random.default_rng(7)) for i in range(4)]
+    again = [data.source.sample(i, np.random.default_rng(7)) for i in range(4)]
+    assert [s["caption_words"] for s in first] == [s["caption_words"] for s in again]
+    for sample in first:
+        assert 1 <= len(sample["caption_words"]) <= 5
+        assert all(any(w in name.split() for name in NAMES) for w in sample["caption_words"])
+    batch = data.collate(first[:2])
+    assert isinstance(batch["caption_words"], list) and len(batch["caption_words"]) == 2
+
+
+def test_without_captions_samples_are_unchanged(root, tmp_path):
+    from gkc_helpers import caption_nouns_file
+
+    plain = build(root, tmp_path).source.sample(0, np.random.default_rng(3))
+    nouns = caption_nouns_file(root)
+    off = build(root, tmp_path, options={"captions": str(nouns)}).source
+    captioned = off.sample(0, np.random.default_rng(3))
+    assert "caption_words" not in plain
+    assert torch.equal(plain["image"], captioned["image"])
+    assert plain["vocabulary"] == captioned["vocabulary"]
+
+
+def test_images_without_captions_are_counted_in_one_warning(tmp_path):
+    from gkc_helpers import caption_nouns_file
+
+    data_root = panoptic_root(tmp_path / "data", images=3)
+    nouns = caption_nouns_file(data_root)
+    record = json.loads(nouns.read_text())
+    del record["images"]["2"]
+    nouns.write_text(json.dumps(record))
+    with pytest.warns(Warning, match="1 of 3 image") as caught:
+        data = build(data_root, tmp_path, options={"captions": str(nouns)})
+    assert len(caught) == 1 and data.record["images_without_captions"] == 1
+    samples = [data.source.sample(i, np.random.default_rng(0)) for i in range(3)]
+    assert sorted(len(s["caption_words"]) == 0 for s in samples) == [False, False, True]
+
+
+def test_caption_setting_errors_are_one_line(root, tmp_path):
+    from gkc_helpers import caption_nouns_file
+
+    with pytest.raises(ConfigError, match="caption-nouns") as missing:
+        build(root, tmp_path, options={"captions": str(tmp_path / "absent.json")})
+    foreign = tmp_path / "foreign.json"
+    foreign.write_text("{}")
+    with pytest.raises(DatasetError, match="not a caption nouns file"):
+        build(root, tmp_path, options={"captions": str(foreign)})
+    with pytest.raises(ConfigError, match="grounding: on needs captions"):
+        build(root, tmp_path, model=tiny_gkc(grounding="on"))
+    with pytest.raises(ConfigError, match="grounding is off"):
+        build(
+            root,
+            tmp_path,
+            model=tiny_gkc(grounding=False),
+            options={"captions": str(caption_nouns_file(root))},
+        )
+    assert "\n" not in str(missing.value)
