@@ -81,3 +81,24 @@ def test_quickstart_learns_every_term_and_segments_its_classes(tmp_path):
         assert last < 0.8 * first, term
     miou = float(next(r["eval/mIoU"] for r in log if r.get("eval/mIoU")))
     assert miou > 50  # 6 classes present; always answering the largest one scores under 10
+
+
+def test_captions_add_a_grounding_term_that_falls(tmp_path):
+    from gkc_helpers import caption_nouns_file
+
+    root = panoptic_root(tmp_path / "data", images=4)
+    nouns = caption_nouns_file(root)
+    cfg = train_config(
+        root,
+        tmp_path / "run",
+        options={"captions": str(nouns)},
+        model={"kd_weight": 0.0, "syn_weight": 0.0},
+        data={"batch_size": 4},
+        schedule={"iterations": 12},
+        optim={"lr": 3e-3, "lr_mult": {"backbone": 0.1, "logit_scale": 10.0}},
+    )
+    Trainer(cfg).train()
+    steps = [r for r in rows(tmp_path / "run") if r["loss"]]
+    ground = [float(r["loss_ground"]) for r in steps]
+    assert all(g > 0 for g in ground)
+    assert sum(ground[-3:]) / 3 < sum(ground[:3]) / 3

@@ -13,7 +13,8 @@ CLIP text embeddings, so no CLIP image encoder runs at inference.
   Distillation"): Hungarian matching per point, mask BCE + dice, cross-entropy over the
   class names and over each image's synonym-rewritten vocabulary (text diversification), and
   text-guided knowledge distillation towards a frozen CLIP ResNet teacher on masked crops
-  (:mod:`vocaseg.models.gkc_loss`).
+  (:mod:`vocaseg.models.gkc_loss`); with captions, optional caption grounding
+  (:mod:`vocaseg.models.gkc_grounding`).
 - ``two_stage=True``: the baseline that classifies the same proposals by CLIP's image encoder on
   masked crops (:mod:`vocaseg.models.gkc_two_stage`).
 
