@@ -43,6 +43,9 @@ class BackgroundProtocol:
     """``bg:none``: argmax over the classes as they are. Subclasses are the other protocols."""
 
     id: ClassVar[str] = "bg:none"
+    #: Labels are the argmax over the scored classes' scores (mapped to ``vocabulary``) and
+    #: nothing else: any scores with the same per-pixel order give the same labels.
+    argmax_only: ClassVar[bool] = True
     prob_thd: float = 0.0
     area_thd: float = 0.0
     names: tuple[str, ...] = ()
@@ -115,6 +118,7 @@ class ThresholdBackground(PromptBackground):
     filled by the rule when it was added for the rule (``Vocabulary.background_scored``)."""
 
     id = "bg:threshold"
+    argmax_only = False
 
     def scored_vocabulary(self, vocabulary: Vocabulary) -> Vocabulary:
         if vocabulary.background is not None and not vocabulary.background_scored:
@@ -191,6 +195,7 @@ class GroupViTBackground(BackgroundProtocol):
     ``prob_thd`` (GroupViT, Xu et al. CVPR 2022; ZeroSeg's thresholds)."""
 
     id = "bg:groupvit"
+    argmax_only = False
 
     def scored_vocabulary(self, vocabulary: Vocabulary) -> Vocabulary:
         return vocabulary.without(self._background(vocabulary))

@@ -7,11 +7,13 @@ path that holds every class at full resolution.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
-from vocaseg.background import parse_background
+from vocaseg.background import make_protocol, parse_background
 from vocaseg.errors import UserError
 from vocaseg.inference.predict import class_chunks, predict_labels, predict_scores
 from vocaseg.inference.segmenter import Segmenter
@@ -150,3 +152,22 @@ def test_bad_chunk_size_and_smoothing_without_scores_are_one_line():
     frames = np.zeros((3, 32, 32, 3), dtype=np.uint8)
     with pytest.raises(UserError, match="keep_scores=False"):
         next(iter(segmenter.segment_video(frames, smoothing=2)))
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_argmax_only_protocols_ignore_a_monotone_change_of_the_scores(protocol, tmp_path):
+    """What lets labels skip the normaliser pass (``class_order``) must hold for the flag."""
+    distractors = tmp_path / "distractors.txt"
+    distractors.write_text("grass\nrock\nroad\n", encoding="utf-8")
+    settings = parse_background(PROTOCOLS[protocol].format(distractors=distractors))
+    names = settings.pop("background_names", None)
+    background = make_protocol(
+        settings["background"], settings.get("prob_thd", 0.0), settings.get("area_thd", 0.0),
+        Path(names).read_text().split() if names else (),
+    )  # fmt: skip
+    vocabulary = background.prepare(Vocabulary.from_names(NAMES))
+    scored = background.scored_vocabulary(vocabulary)
+    probs = torch.rand(2, len(scored), 9, 11, generator=torch.Generator().manual_seed(1))
+    labels = background.labels(lambda: [(0, probs)], vocabulary)
+    moved = background.labels(lambda: [(0, 5 * probs.log() - 3)], vocabulary)  # same order
+    assert torch.equal(labels, moved) == background.argmax_only

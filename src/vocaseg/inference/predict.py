@@ -115,6 +115,9 @@ def predict_labels(
     :data:`CHUNK_ELEMENTS`, all of them when they fit :data:`WHOLE_ELEMENTS`).
 
     Chunks hold whole classes; methods that are not ``chunkable`` always score every class at once.
+    Labels alone under a protocol that only takes an argmax need one pass over the chunks
+    (``SegmentationModel.class_order``); otherwise a method with a normaliser over every class
+    (MaskCLIP's softmax) makes a first pass for it.
     """
     background = model.background
     scored = background.scored_vocabulary(vocabulary)
@@ -129,6 +132,15 @@ def predict_labels(
         return Prediction(scores.argmax(1), scores if keep_scores else None)
 
     stitched = _chunk_stitcher(model, x, text, scored, images)
+    if not keep_scores and background.argmax_only:  # the order of the scores is enough
+
+        def order_chunks() -> Iterator[tuple[int, Tensor]]:
+            for classes in chunks:
+                part = chunk_vocabulary(scored, classes)
+                yield classes.start, model.class_order(stitched(classes), part, background)
+
+        return Prediction(background.labels(order_chunks, vocabulary), None)
+
     first = stitched(chunks[0])
     channel = model.background_scores(first, background)
     state = model.chunk_normaliser(first, None)

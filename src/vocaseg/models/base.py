@@ -251,6 +251,16 @@ class SegmentationModel(nn.Module):
         Default: the stitched outputs themselves."""
         return stitched
 
+    def class_order(
+        self, stitched: Tensor, scored: Vocabulary, background: BackgroundProtocol
+    ) -> Tensor:
+        """Scores [B, K', H, W] with the per-pixel order that :meth:`class_scores` would give
+        over every class, from the stitched outputs of one run of classes alone: for labels under
+        a protocol whose labels are an argmax (``BackgroundProtocol.argmax_only``), no
+        :meth:`chunk_normaliser` pass needed. Default: :meth:`class_scores` (right for every
+        method without a normaliser)."""
+        return self.class_scores(stitched, scored, background)
+
     def background_scores(self, stitched: Tensor, background: BackgroundProtocol) -> Tensor | None:
         """The background class's scores [B, 1, H, W] when the method computes them itself from
         the stitched outputs (of any chunk); None (default): the protocol's own rule."""

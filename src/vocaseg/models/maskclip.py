@@ -180,6 +180,13 @@ class MaskCLIP(SegmentationModel):
             probs = torch.exp(cfg.logit_scale * stitched - state[:, :1]) / state[:, 1:]
         return max_over_queries(probs, scored.query_to_class, len(scored))
 
+    def class_order(
+        self, stitched: Tensor, scored: Vocabulary, background: BackgroundProtocol
+    ) -> Tensor:
+        """The max over each class's synonyms of the stitched scores themselves: the softmax over
+        the queries keeps each pixel's order, so no normaliser over every chunk is needed."""
+        return max_over_queries(stitched, scored.query_to_class, len(scored))
+
     def loss(self, batch: dict[str, Any], outputs: Any) -> dict[str, Tensor]:
         raise UserError("maskclip is training-free (no loss); use 'vocaseg eval' or 'segment'")
 
