@@ -157,3 +157,15 @@ def test_the_legend_is_drawn_inside_the_frame(seg):
     assert rows.min() == 0 and cols.min() == 0  # a box from the top-left corner
     assert rows.max() < 8 + 20 * present + 8  # one row per class present
     assert cols.max() < 3 * 8 + 14 + 160 // 2  # margins, swatch, text cut to half the width
+
+
+def test_smoothing_keeps_scores_a_segmenter_would_drop(seg, tmp_path, monkeypatch):
+    """Scores too big to keep by default are still kept for smoothing, through every door."""
+    from vocaseg.inference import segmenter as segmenter_module
+
+    monkeypatch.setattr(segmenter_module, "KEEP_SCORES_ELEMENTS", 0)  # never kept by default
+    summary = write_video_outputs(
+        seg, moving_square(4), tmp_path / "o", smoothing=2, progress=False
+    )
+    assert summary["frame_count"] == 4
+    assert seg.keep_scores is None  # the caller's segmenter is unchanged

@@ -9,7 +9,6 @@ size and format go in, :class:`SegmentationResult` s come out.
 
 from __future__ import annotations
 
-import copy
 import os
 import warnings
 from collections.abc import Sequence
@@ -242,17 +241,8 @@ class Segmenter:
         """
         from vocaseg.inference.video import VideoSegmentation
 
-        segmenter = self
-        if smoothing > 1 and not self.keep_scores:
-            if self.keep_scores is False:
-                raise UserError(
-                    "temporal smoothing averages class scores, and this segmenter was made with "
-                    "keep_scores=False; use keep_scores=None or True, or smoothing=0"
-                )
-            segmenter = copy.copy(self)  # shares the model and the text cache
-            segmenter.keep_scores = True
         return VideoSegmentation(
-            segmenter,
+            self,
             video,
             every=every,
             start=start,

@@ -10,6 +10,7 @@ overlay video, label maps and areas JSON that ``vocaseg segment VIDEO`` produces
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -66,6 +67,14 @@ class VideoSegmentation(Iterator[VideoFrameResult]):
         _check_options(every, start, end, smoothing, batch_size)
         if segmenter.vocabulary is None:
             raise UserError("no vocabulary set; call set_vocabulary([...]) first")
+        if smoothing > 1 and not segmenter.keep_scores:  # smoothing averages class scores
+            if segmenter.keep_scores is False:
+                raise UserError(
+                    "temporal smoothing averages class scores, and this segmenter was made with "
+                    "keep_scores=False; use keep_scores=None or True, or smoothing=0"
+                )
+            segmenter = copy.copy(segmenter)  # shares the model and the text cache
+            segmenter.keep_scores = True
         self.segmenter = segmenter
         self.every, self.smoothing, self.batch_size = every, smoothing, batch_size
         self.start, self.end = start or 0.0, end

@@ -82,8 +82,7 @@ def write_video_outputs(
     if stem is None:
         stem = Path(video).stem if isinstance(video, (str, os.PathLike)) else "video"
     paths = output_paths(out_dir, stem)
-    frames = VideoSegmentation(
-        segmenter,
+    frames = segmenter.segment_video(
         video,
         every=every,
         start=start,
