@@ -14,6 +14,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tiny_model
 
+from train_helpers import crash_during_step
 from vocaseg.engine import trainer as trainer_module
 from vocaseg.engine.checkpoint import list_checkpoints, load_checkpoint
 from vocaseg.engine.train_config import parse_train_config
@@ -44,25 +45,14 @@ def test_loss_falls_and_final_model_folder_loads(tmp_path):
         assert torch.equal(model.state_dict()[key], value), key
 
 
-def test_resume_after_crash_is_bit_identical(tmp_path, monkeypatch):
+def test_resume_after_crash_is_bit_identical(tmp_path):
     # 8 images / batch 2 = 4 steps per epoch; checkpoints at 3 and 6, crash during step 5,
     # so the resumed run restarts mid-epoch and crosses an epoch boundary.
     sections = {"steps": 8, "checkpoint": {"every": 3, "keep_last": 5}}
     reference = run(tmp_path / "a", **sections)
 
-    original = Trainer._optimizer_step
-    calls = {"n": 0}
-
-    def crashing(self, micro):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt
-        return original(self, micro)
-
-    monkeypatch.setattr(Trainer, "_optimizer_step", crashing)
-    with pytest.raises(KeyboardInterrupt):
+    with crash_during_step(5):
         run(tmp_path / "b", **sections)
-    monkeypatch.setattr(Trainer, "_optimizer_step", original)
     assert [p.name for p in list_checkpoints(tmp_path / "b" / "checkpoints")] == [
         "ckpt_00000003.pt"
     ]

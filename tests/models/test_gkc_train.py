@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from gkc_helpers import panoptic_root, train_config
+from train_helpers import crash_during_step
 from vocaseg.engine.checkpoint import list_checkpoints
 from vocaseg.engine.train_config import load_train_config
 from vocaseg.engine.trainer import Trainer
@@ -23,23 +24,13 @@ def rows(output) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def test_resume_after_a_crash_is_bit_identical(tmp_path, monkeypatch):
+def test_resume_after_a_crash_is_bit_identical(tmp_path):
     root = panoptic_root(tmp_path / "data", images=4)
     reference = Trainer(train_config(root, tmp_path / "a"))
     reference.train()
 
-    original, calls = Trainer._optimizer_step, {"n": 0}
-
-    def crashing(self, micro):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return original(self, micro)
-
-    monkeypatch.setattr(Trainer, "_optimizer_step", crashing)
-    with pytest.raises(KeyboardInterrupt):
+    with crash_during_step(3):
         Trainer(train_config(root, tmp_path / "b")).train()
-    monkeypatch.setattr(Trainer, "_optimizer_step", original)
     assert [p.name for p in list_checkpoints(tmp_path / "b/checkpoints")] == ["ckpt_00000002.pt"]
     resumed = Trainer(train_config(root, tmp_path / "b"), resume="auto")
     resumed.train()

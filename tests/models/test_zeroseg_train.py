@@ -17,6 +17,7 @@ import yaml
 from safetensors import safe_open
 
 from cli_helpers import run_cli
+from train_helpers import crash_during_step
 from vocaseg.config import load_yaml
 from vocaseg.data.distillation import generate_image_folder
 from vocaseg.data.pipelines import PipelineContext, get_pipeline
@@ -109,23 +110,12 @@ def test_quickstart_config_visibly_lowers_every_loss(tmp_path):
         assert falls(rows, term, 2, 3, 0.6), term
 
 
-def test_resume_after_crash_is_bit_identical(tmp_path, monkeypatch):
+def test_resume_after_crash_is_bit_identical(tmp_path):
     # 3 steps per epoch; checkpoints at 2 and 4; crash during step 3: resume mid-epoch.
     sections = {"checkpoint": {"every": 2, "keep_last": 5}}
     reference = train(config(tmp_path / "a", **sections))
-    original = Trainer._optimizer_step
-    calls = {"n": 0}
-
-    def crashing(self, micro):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return original(self, micro)
-
-    monkeypatch.setattr(Trainer, "_optimizer_step", crashing)
-    with pytest.raises(KeyboardInterrupt):
+    with crash_during_step(3):
         train(config(tmp_path / "b", **sections))
-    monkeypatch.setattr(Trainer, "_optimizer_step", original)
     resumed = train(config(tmp_path / "b", **sections), resume="auto")
     assert resumed.resumed_from.name == "ckpt_00000002.pt"
     for key, value in reference.model.state_dict().items():
