@@ -70,29 +70,16 @@ def write_mp4(path: Path, frames: int, height: int, width: int) -> Path:
 
 
 def build_segmenter(kind: str, short_side: int):
-    from vocaseg.clip.model import CLIP, CLIPConfig
     from vocaseg.inference.segmenter import Segmenter
-    from vocaseg.models.registry import create_model
+    from vocaseg.models.registry import create_model, get_entry
 
     torch.manual_seed(0)
     if kind == "base":
         model = create_model("maskclip", short_side=short_side, window=0)  # random ViT-B/16
-    else:
-        config = CLIPConfig(
-            embed_dim=32,
-            image_size=32,
-            vision_layers=2,
-            vision_width=64,
-            vision_patch_size=16,
-            vision_heads=4,
-            text_width=32,
-            text_layers=2,
-            text_heads=2,
-        )
-        clip = CLIP(config).eval()
-        model = create_model(
-            "maskclip", clip=clip, templates="single", short_side=short_side, window=0
-        )
+    else:  # the tests' tiny random CLIP
+        clip = get_entry("maskclip").tiny["clip"]
+        settings = {"clip": clip, "templates": "single", "short_side": short_side, "window": 0}
+        model = create_model("maskclip", settings, pretrained=False)
     segmenter = Segmenter(model)
     segmenter.set_vocabulary(VOC20)
     return segmenter
