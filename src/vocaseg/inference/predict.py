@@ -84,7 +84,13 @@ def predict_scores(
     ``text`` is ``model.text_for(vocabulary)``; ``vocabulary`` is already prepared for the model's
     background protocol (``model.background.prepare``).
     """
-    x = model_input(model, images, text)
+    return _predict_scores(model, images, model_input(model, images, text), text, vocabulary)
+
+
+def _predict_scores(
+    model: SegmentationModel, images: Tensor, x: Tensor, text: Tensor, vocabulary: Vocabulary
+) -> Tensor:
+    """:func:`predict_scores` given ``x``, the model's input for ``images``."""
     pre, background = model.preprocess, model.background
     scored = background.scored_vocabulary(vocabulary)
 
@@ -128,7 +134,7 @@ def predict_labels(
         chunk_size = queries if queries * pixels <= WHOLE_ELEMENTS else CHUNK_ELEMENTS // pixels
     chunks = class_chunks(scored, max(1, chunk_size))
     if len(chunks) == 1 or not model.chunkable:
-        scores = predict_scores(model, images, text, vocabulary)
+        scores = _predict_scores(model, images, x, text, vocabulary)
         return Prediction(scores.argmax(1), scores if keep_scores else None)
 
     stitched = _chunk_stitcher(model, x, text, scored, images)
